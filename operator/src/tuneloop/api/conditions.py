@@ -1,0 +1,123 @@
+"""Conditions shaped like `metav1.Condition`, their types and reasons, and pure setters.
+
+Types and reasons are CamelCase constants documented here, next to each other, so a reason a user
+sees in `kubectl get` can be looked up in one place. `lastTransitionTime` changes only when a
+condition's status flips; setters return new lists and never mutate their input.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import Field
+
+from tuneloop.api.base import ApiModel
+
+ConditionStatus = Literal["True", "False", "Unknown"]
+
+# --- condition types -------------------------------------------------------------------------
+READY = "Ready"  # the object has reached its goal (FineTune: model registered; ModelDeployment: serving)
+SUCCEEDED = "Succeeded"  # FineTune run finished and its version is registered
+FAILED = "Failed"  # terminal failure of the current generation; needs a spec change or a retrain
+SUSPENDED = "Suspended"  # spec.suspend is true and no job is running
+MODEL_REGISTERED = "ModelRegistered"  # the run's version exists in the MLflow registry
+PROMOTED = "Promoted"  # the run's version holds the champion alias
+DRIFT_DETECTED = "DriftDetected"  # ModelDeployment: the drift share is over its threshold
+QUALITY_DEGRADED = "QualityDegraded"  # ModelDeployment: quality under its minimum (with hysteresis)
+RETRAINING = "Retraining"  # ModelDeployment: a retrain it triggered is in flight
+
+# --- reasons ---------------------------------------------------------------------------------
+REASON_INVALID_SPEC = "InvalidSpec"  # the spec passed the schema but cannot work; message has the field
+REASON_DATA_INVALID = "DataInvalid"  # the dataset failed preparation (missing, empty, bad rows)
+REASON_PENDING = "Pending"  # accepted, nothing launched yet
+REASON_LAUNCHING = "Launching"  # creating the RayJob or submitting to the cluster
+REASON_RAY_CLUSTER_PROVISIONING = "RayClusterProvisioning"  # RayJob waiting for its cluster
+REASON_TRAINING = "Training"  # the Ray job is running
+REASON_RETRYING = "Retrying"  # a failed attempt is being retried (within backoffLimit)
+REASON_JOB_FAILED = "JobFailed"  # the Ray job failed and backoffLimit is exhausted
+REASON_DEADLINE_EXCEEDED = "DeadlineExceeded"  # activeDeadlineSeconds passed
+REASON_REGISTERING = "Registering"  # writing the version to MLflow
+REASON_REGISTRY_UNAVAILABLE = "RegistryUnavailable"  # MLflow unreachable; retried with backoff
+REASON_RAY_UNAVAILABLE = "RayUnavailable"  # the Ray job API is unreachable; retried with backoff
+REASON_PROMOTED = "Promoted"  # beat baseline and champion: holds the champion alias
+REASON_NOT_PROMOTED = "NotPromoted"  # registered as challenger; the message says by how much it missed
+REASON_SUCCEEDED = "Succeeded"
+REASON_SUSPENDED = "Suspended"
+REASON_DELETING = "Deleting"
+
+
+class Condition(ApiModel):
+    """One observation of the object's state, as in metav1.Condition."""
+
+    type: str = Field(description="CamelCase condition type, e.g. Ready, Succeeded, DriftDetected.")
+    status: ConditionStatus = Field(description="True, False or Unknown.")
+    reason: str = Field(description="CamelCase machine-readable reason for the last transition.")
+    message: str = Field(default="", description="Human-readable detail: what happened and what to do.")
+    last_transition_time: datetime = Field(
+        description="When status last changed (not when the message or reason last changed)."
+    )
+    observed_generation: int | None = Field(
+        default=None, description="metadata.generation the condition was computed from."
+    )
+
+
+MAX_MESSAGE_CHARS = 1024
+
+
+def truncate(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """Cut long upstream text (stack traces, Ray logs) so status stays readable and small."""
+    return text if len(text) <= limit else text[: limit - 15] + "… (truncated)"
+
+
+def set_condition(
+    conditions: list[Condition],
+    type_: str,
+    status: ConditionStatus,
+    reason: str,
+    message: str,
+    now: datetime,
+    observed_generation: int | None = None,
+) -> list[Condition]:
+    """Return `conditions` with `type_` set; keeps lastTransitionTime unless the status flips."""
+    message = truncate(message)
+    out: list[Condition] = []
+    found = False
+    for c in conditions:
+        if c.type != type_:
+            out.append(c)
+            continue
+        found = True
+        transition = c.last_transition_time if c.status == status else now
+        out.append(
+            Condition(
+                type=type_,
+                status=status,
+                reason=reason,
+                message=message,
+                last_transition_time=transition,
+                observed_generation=observed_generation,
+            )
+        )
+    if not found:
+        out.append(
+            Condition(
+                type=type_,
+                status=status,
+                reason=reason,
+                message=message,
+                last_transition_time=now,
+                observed_generation=observed_generation,
+            )
+        )
+    return out
+
+
+def get_condition(conditions: list[Condition], type_: str) -> Condition | None:
+    """The condition of `type_`, or None."""
+    return next((c for c in conditions if c.type == type_), None)
+
+
+def remove_condition(conditions: list[Condition], type_: str) -> list[Condition]:
+    """Return `conditions` without `type_`."""
+    return [c for c in conditions if c.type != type_]

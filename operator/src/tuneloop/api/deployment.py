@@ -1,0 +1,220 @@
+"""The ModelDeployment kind: serve a registered version, log its traffic, monitor drift and quality
+with Evidently, and ask the referenced FineTune to retrain — guarded by hysteresis, cooldown, one
+retrain in flight, a daily cap, a GPU-hour budget and optional approval.
+
+Retraining never edits the FineTune's spec (Git owns it): it annotates the FineTune with a request
+id, and the FineTune controller starts a run for it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import Field
+
+from tuneloop.api.base import ApiModel
+from tuneloop.api.common import ComputeResources, LocalObjectRef
+from tuneloop.api.conditions import Condition
+
+Runtime = Literal["RayServe", "KServe"]
+Approval = Literal["Auto", "Manual"]
+DeploymentPhase = Literal["Pending", "Deploying", "Serving", "Degraded", "Retraining", "Failed", "Suspended"]
+RetrainState = Literal["PendingApproval", "Requested", "Running", "Succeeded", "Failed", "Rejected"]
+
+
+class ModelRef(ApiModel):
+    """A registered MLflow model version: by alias (follows promotions) or by pinned version."""
+
+    name: str = Field(min_length=1, max_length=256, description="MLflow registered model name.")
+    alias: str | None = Field(default=None, min_length=1, description="Alias to follow, e.g. champion.")
+    version: str | None = Field(default=None, pattern=r"^[0-9]+$", description="Pinned version number.")
+    tracking_uri: str | None = Field(default=None, description="MLflow tracking URI; defaults to the operator setting.")
+
+    model_config = {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                {
+                    "rule": "has(self.alias) != has(self.version)",
+                    "message": "set exactly one of spec.model.alias (follow promotions) or spec.model.version (pin)",
+                    "reason": "FieldValueInvalid",
+                }
+            ]
+        }
+    }
+
+
+class ServingSpec(ApiModel):
+    """How the version is served."""
+
+    runtime: Runtime = Field(default="RayServe", description="RayServe or KServe.")
+    replicas: int = Field(default=1, ge=0, le=1000, description="Serving replicas; 0 scales to zero.")
+    resources: ComputeResources = Field(default_factory=ComputeResources, description="Compute per replica.")
+    max_new_tokens: int = Field(default=256, ge=1, le=32768, description="Generation cap per request.")
+    log_requests: bool = Field(default=True, description="Log prompts and responses for monitoring.")
+    traffic_log_uri: str | None = Field(
+        default=None, description="Where the inference log is written (file:// or pvc://); defaults per deployment."
+    )
+
+
+class ReferenceData(ApiModel):
+    """What current traffic is compared against."""
+
+    source: Literal["HeldOut", "Uri"] = Field(
+        default="HeldOut", description="HeldOut uses the FineTune's frozen held-out set; Uri reads `uri`."
+    )
+    uri: str | None = Field(default=None, pattern=r"^(s3|pvc|file)://\S+$", description="Reference data (JSONL/Parquet).")
+
+    model_config = {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                {
+                    "rule": "!has(self.source) || self.source != 'Uri' || has(self.uri)",
+                    "message": "reference source Uri needs spec.monitoring.reference.uri",
+                    "fieldPath": ".uri",
+                    "reason": "FieldValueRequired",
+                }
+            ]
+        }
+    }
+
+
+class DriftSpec(ApiModel):
+    """Evidently data-drift thresholds."""
+
+    share_threshold: float = Field(
+        default=0.5, gt=0, le=1, description="Drift when this share of monitored columns drifted."
+    )
+    columns: list[str] = Field(
+        default_factory=lambda: ["prompt_length", "response_length", "oov_share", "non_letter_share"],
+        description="Text descriptors/columns to test for drift.",
+    )
+
+
+class QualitySpec(ApiModel):
+    """Quality rule on logged traffic with feedback or labels."""
+
+    metric: str = Field(default="exact_match", min_length=1, description="Quality metric computed on the window.")
+    minimum: float = Field(default=0.5, description="Breach when the metric falls below this.")
+    recovery_margin: float = Field(
+        default=0.02, ge=0, description="Hysteresis: a breach clears only above minimum + recoveryMargin."
+    )
+    consecutive_breaches: int = Field(default=3, ge=1, le=100, description="Breaches in a row before acting.")
+
+
+class MonitoringSpec(ApiModel):
+    """Scheduled drift and quality monitoring."""
+
+    enabled: bool = Field(default=True, description="Run the monitors.")
+    interval_seconds: int = Field(default=3600, ge=10, description="Seconds between monitor runs.")
+    window_seconds: int = Field(default=86400, ge=60, description="Traffic window each run looks at.")
+    min_samples: int = Field(default=100, ge=1, description="Skip (Unknown) a window with fewer requests.")
+    reference: ReferenceData = Field(default_factory=ReferenceData, description="Reference data.")
+    drift: DriftSpec = Field(default_factory=DriftSpec, description="Drift thresholds.")
+    quality: QualitySpec = Field(default_factory=QualitySpec, description="Quality rule.")
+
+
+class RetrainingSpec(ApiModel):
+    """Guards on automatic retraining."""
+
+    enabled: bool = Field(default=False, description="Ask the FineTune to retrain when quality breaches.")
+    cooldown_seconds: int = Field(default=86400, ge=0, description="Minimum seconds between retrains.")
+    max_per_day: int = Field(default=1, ge=0, le=100, description="Retrains allowed per rolling 24 h.")
+    max_gpu_hours_per_day: float | None = Field(
+        default=None, ge=0, description="Budget cap: no retrain once retraining used this many GPU-hours in 24 h."
+    )
+    approval: Approval = Field(
+        default="Auto",
+        description="Manual holds a request until the annotation tuneloop.io/approve-retrain=<request id>.",
+    )
+
+
+class ModelDeploymentSpec(ApiModel):
+    """Desired serving and monitoring of a registered model version."""
+
+    model: ModelRef = Field(description="The registered version to serve.")
+    fine_tune_ref: LocalObjectRef | None = Field(default=None, description="FineTune to retrain (same namespace).")
+    serving: ServingSpec = Field(default_factory=ServingSpec, description="Serving runtime and scale.")
+    monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec, description="Drift and quality monitors.")
+    retraining: RetrainingSpec = Field(default_factory=RetrainingSpec, description="Retraining guards.")
+    suspend: bool = Field(default=False, description="Pause monitoring and retraining while true.")
+
+    model_config = {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                {
+                    "rule": "!has(self.retraining) || !has(self.retraining.enabled) || !self.retraining.enabled "
+                    "|| has(self.fineTuneRef)",
+                    "message": "retraining.enabled needs spec.fineTuneRef: the FineTune to retrain",
+                    "fieldPath": ".fineTuneRef",
+                    "reason": "FieldValueRequired",
+                },
+                {
+                    "rule": "!has(self.retraining) || !has(self.retraining.cooldownSeconds) || !has(self.monitoring) "
+                    "|| !has(self.monitoring.intervalSeconds) "
+                    "|| self.retraining.cooldownSeconds >= self.monitoring.intervalSeconds",
+                    "message": "spec.retraining.cooldownSeconds must be >= spec.monitoring.intervalSeconds, or one "
+                    "breach could trigger several retrains",
+                    "fieldPath": ".retraining.cooldownSeconds",
+                    "reason": "FieldValueInvalid",
+                },
+            ]
+        }
+    }
+
+
+class MonitorResult(ApiModel):
+    """One monitor run."""
+
+    time: datetime = Field(description="When the monitor ran.")
+    samples: int = Field(default=0, description="Requests in the window.")
+    drift_share: float | None = Field(default=None, description="Share of monitored columns that drifted.")
+    drifted_columns: list[str] = Field(default_factory=list, description="Columns Evidently found drifted.")
+    quality: float | None = Field(default=None, description="Quality metric value on the window.")
+    breach: bool = Field(default=False, description="Whether quality was in breach after hysteresis.")
+    report_uri: str | None = Field(default=None, description="Evidently HTML report.")
+
+
+class RetrainRecord(ApiModel):
+    """One retrain this deployment asked for."""
+
+    id: str = Field(description="Request id, also written to the FineTune annotation.")
+    state: RetrainState = Field(description="PendingApproval, Requested, Running, Succeeded, Failed or Rejected.")
+    reason: str = Field(default="", description="What triggered it (metric, value, threshold).")
+    requested_at: datetime = Field(description="When it was requested.")
+    finished_at: datetime | None = Field(default=None, description="When the run ended.")
+    fine_tune: str | None = Field(default=None, description="FineTune name.")
+    run: int | None = Field(default=None, description="FineTune run number.")
+    version: str | None = Field(default=None, description="Version the retrain produced.")
+    gpu_hours: float | None = Field(default=None, description="GPU-hours the retrain used.")
+
+
+class ModelDeploymentStatus(ApiModel):
+    """Observed state of a ModelDeployment, written only by the operator."""
+
+    phase: DeploymentPhase | None = Field(default=None, description="Pending, Deploying, Serving, Degraded, Retraining, Failed or Suspended.")
+    observed_generation: int | None = Field(default=None, description="Last metadata.generation acted on.")
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        description="Ready, DriftDetected, QualityDegraded, Retraining.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
+    served_version: str | None = Field(default=None, description="MLflow version being served.")
+    endpoint: str | None = Field(default=None, description="Inference URL.")
+    ready_replicas: int | None = Field(default=None, description="Replicas ready to serve.")
+    last_monitor: MonitorResult | None = Field(default=None, description="Latest monitor run.")
+    monitor_history: list[MonitorResult] = Field(default_factory=list, description="Recent monitor runs (bounded).")
+    consecutive_breaches: int = Field(default=0, description="Quality breaches in a row.")
+    retrain_in_flight: str | None = Field(default=None, description="Id of the retrain in flight, if any.")
+    retrain_history: list[RetrainRecord] = Field(default_factory=list, description="Retrains requested (bounded).")
+    last_retrain_time: datetime | None = Field(default=None, description="When the last retrain was requested.")
+
+
+class ModelDeployment(ApiModel):
+    """A served model version with drift/quality monitoring and guarded retraining."""
+
+    api_version: str = Field(default="tuneloop.io/v1alpha1", description="tuneloop.io/v1alpha1")
+    kind: str = Field(default="ModelDeployment", description="ModelDeployment")
+    metadata: dict[str, Any] = Field(default_factory=dict, description="Standard object metadata.")
+    spec: ModelDeploymentSpec = Field(description="Desired serving and monitoring.")
+    status: ModelDeploymentStatus | None = Field(default=None, description="Observed state, written by the operator.")

