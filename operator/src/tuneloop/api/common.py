@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
@@ -10,7 +10,7 @@ from tuneloop.api.base import ApiModel
 
 # Kubernetes resource.Quantity: "2", "500m", "16Gi", "1.5". Integers are accepted too.
 QUANTITY_PATTERN = r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$"
-Quantity = int | str
+Quantity = int | Annotated[str, Field(pattern=QUANTITY_PATTERN)]
 
 
 class Toleration(ApiModel):

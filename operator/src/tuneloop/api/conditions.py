@@ -67,7 +67,8 @@ MAX_MESSAGE_CHARS = 1024
 
 def truncate(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
     """Cut long upstream text (stack traces, Ray logs) so status stays readable and small."""
-    return text if len(text) <= limit else text[: limit - 15] + "… (truncated)"
+    suffix = "… (truncated)"
+    return text if len(text) <= limit else text[: limit - len(suffix)] + suffix
 
 
 def set_condition(

@@ -60,6 +60,7 @@ class LoraSpec(ApiModel):
     target_modules: list[str] = Field(
         default_factory=lambda: ["q_proj", "v_proj"],
         min_length=1,
+        max_length=64,
         description="Names of the modules to adapt, e.g. q_proj, k_proj, v_proj, o_proj.",
     )
 
@@ -148,6 +149,20 @@ class RaySpec(ApiModel):
     )
     service_account_name: str | None = Field(default=None, description="Service account for Ray pods (RayJob).")
 
+    model_config = {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                _cel(
+                    "!has(self.mode) || self.mode != 'ExistingCluster' || has(self.address)",
+                    "mode ExistingCluster submits to a running Ray cluster: set spec.ray.address "
+                    "(its job API, e.g. http://ray-head.ray.svc:8265)",
+                    ".address",
+                    "FieldValueRequired",
+                )
+            ]
+        }
+    }
+
 
 class PromptBaselineSpec(ApiModel):
     """The base model prompted with k examples from the training split: what fine-tuning must beat."""
@@ -178,6 +193,7 @@ class EvaluationSpec(ApiModel):
     metrics: list[Metric] = Field(
         default_factory=lambda: ["exact_match", "json_valid", "field_f1", "loss"],
         min_length=1,
+        max_length=8,
         description="Metrics to compute: exact_match, json_valid, field_f1 (JSON outputs), loss.",
     )
     max_new_tokens: int = Field(default=64, ge=1, le=8192, description="Generation budget per held-out example.")

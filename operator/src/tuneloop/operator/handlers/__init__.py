@@ -1,0 +1,1 @@
+"""tuneloop.operator.handlers."""

@@ -1,0 +1,137 @@
+"""The generated CRDs on a real kube-apiserver: examples apply, bad specs are refused at apply time
+with the field named, defaults and pruning behave, the status subresource guards spec."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.apiserver
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = sorted((REPO_ROOT / "examples").glob("*.yaml"))
+INVALID = sorted((Path(__file__).parent / "invalid").glob("*.yaml"))
+
+MINIMAL_FT = """
+apiVersion: tuneloop.io/v1alpha1
+kind: FineTune
+metadata: {name: minimal}
+spec:
+  baseModel: {uri: "file:///models/tiny"}
+  dataset: {uri: "file:///data/train.jsonl"}
+  registry: {modelName: tiny}
+"""
+
+
+def _expected_field(path: Path) -> str:
+    for line in path.read_text().splitlines():
+        if line.startswith("# expect-field:"):
+            return line.split(":", 1)[1].strip()
+    raise AssertionError(f"{path.name} has no '# expect-field:' header")
+
+
+def test_invalid_corpus_is_large_enough():
+    assert len(INVALID) >= 15
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_example_applies_server_side(control_plane, namespace, path):
+    control_plane.kubectl("apply", "--server-side", "-n", namespace, "-f", str(path))
+    doc = yaml.safe_load(path.read_text())
+    got = json.loads(control_plane.kubectl("get", doc["kind"], doc["metadata"]["name"], "-n", namespace,
+                                           "-o", "json").stdout)
+    assert got["spec"]  # stored, with defaults filled in
+
+
+@pytest.mark.parametrize("path", INVALID, ids=[p.stem for p in INVALID])
+def test_invalid_manifest_is_refused_naming_the_field(control_plane, namespace, path):
+    field = _expected_field(path)
+    proc = control_plane.kubectl("apply", "--server-side", "-n", namespace, "-f", str(path), check=False)
+    assert proc.returncode != 0, f"{path.name} was accepted"
+    assert "is invalid" in proc.stderr, proc.stderr
+    assert field in proc.stderr, f"refusal of {path.name} does not name {field}: {proc.stderr}"
+    doc = yaml.safe_load(path.read_text())
+    missing = control_plane.kubectl("get", doc["kind"], doc["metadata"]["name"], "-n", namespace, check=False)
+    assert missing.returncode != 0
+
+
+def test_defaults_are_filled_by_the_apiserver(control_plane, namespace):
+    control_plane.kubectl("apply", "--server-side", "-n", namespace, "-f", "-", input_text=MINIMAL_FT)
+    spec = json.loads(control_plane.kubectl("get", "ft", "minimal", "-n", namespace, "-o", "json").stdout)["spec"]
+    assert spec["method"] == "lora"
+    assert spec["lora"] == {"rank": 8, "alpha": 16, "dropout": 0.05}  # list defaults come from the models
+    assert spec["dataset"]["evalFraction"] == 0.1
+    assert spec["training"]["epochs"] == 3
+    assert spec["resources"]["workers"] == 1 and spec["resources"]["gpus"] == 0
+    assert spec["ray"]["mode"] == "RayJob"
+    assert spec["evaluation"]["promotion"]["metric"] == "exact_match"
+    assert spec["backoffLimit"] == 2 and spec["suspend"] is False
+
+
+def test_unknown_fields_are_pruned(control_plane, namespace):
+    doc = yaml.safe_load(MINIMAL_FT)
+    doc["metadata"]["name"] = "pruned"
+    doc["spec"]["notAField"] = "dropped"
+    doc["spec"]["dataset"]["alsoNot"] = 1
+    # --validate=ignore: kubectl would otherwise refuse unknown fields before pruning could happen
+    control_plane.kubectl("apply", "--validate=ignore", "-n", namespace, "-f", "-", input_text=yaml.safe_dump(doc))
+    spec = json.loads(control_plane.kubectl("get", "ft", "pruned", "-n", namespace, "-o", "json").stdout)["spec"]
+    assert "notAField" not in spec
+    assert "alsoNot" not in spec["dataset"]
+    assert spec["dataset"]["uri"] == "file:///data/train.jsonl"
+
+
+def test_status_subresource_keeps_status_and_ignores_spec(control_plane, namespace):
+    control_plane.kubectl("apply", "--server-side", "-n", namespace, "-f", "-", input_text=MINIMAL_FT)
+    patch = {
+        "spec": {"method": "full"},
+        "status": {
+            "phase": "Running",
+            "observedGeneration": 1,
+            "unmodelled": "pruned",
+            "conditions": [{"type": "Ready", "status": "False", "reason": "Training", "message": "epoch 1/3",
+                            "lastTransitionTime": "2026-11-22T00:00:00Z"}],
+        },
+    }
+    control_plane.kubectl("patch", "ft", "minimal", "-n", namespace, "--subresource=status", "--type=merge",
+                          "-p", json.dumps(patch))
+    got = json.loads(control_plane.kubectl("get", "ft", "minimal", "-n", namespace, "-o", "json").stdout)
+    assert got["status"]["phase"] == "Running"
+    assert got["status"]["conditions"][0]["reason"] == "Training"
+    assert "unmodelled" not in got["status"]
+    assert got["spec"]["method"] == "lora", "a spec change through /status must be ignored"
+    # and a spec write through the main resource does not touch status
+    control_plane.kubectl("patch", "ft", "minimal", "-n", namespace, "--type=merge",
+                          "-p", json.dumps({"spec": {"suspend": True}, "status": {"phase": "Failed"}}))
+    got = json.loads(control_plane.kubectl("get", "ft", "minimal", "-n", namespace, "-o", "json").stdout)
+    assert got["spec"]["suspend"] is True
+    assert got["status"]["phase"] == "Running"
+    # printer columns read status
+    table = control_plane.kubectl("get", "ft", "minimal", "-n", namespace).stdout
+    assert table.split()[:7] == ["NAME", "PHASE", "MODEL", "VERSION", "ALIAS", "REASON", "AGE"]
+    assert "Running" in table and "Training" in table
+
+
+def test_kubectl_explain_shows_field_descriptions(control_plane):
+    out = control_plane.kubectl("explain", "finetune.spec.dataset").stdout
+    assert "Training data and its preparation." in out
+    assert "evalFraction" in out and "Share of examples held out for evaluation" in out
+    out = control_plane.kubectl("explain", "modeldeployment.spec.retraining.approval").stdout
+    assert "tuneloop.io/approve-retrain" in out
+
+
+def test_short_names_and_category(control_plane, namespace):
+    control_plane.kubectl("apply", "--server-side", "-n", namespace, "-f", "-", input_text=MINIMAL_FT)
+    assert "minimal" in control_plane.kubectl("get", "ft", "-n", namespace).stdout
+    assert "minimal" in control_plane.kubectl("get", "tuneloop", "-n", namespace).stdout
+    assert control_plane.kubectl("get", "mdep", "-n", namespace).returncode == 0
+
+
+def test_restricted_credential_is_denied_without_rbac(control_plane, namespace):
+    proc = control_plane.kubectl("get", "ft", "-n", namespace, context="restricted", check=False)
+    assert proc.returncode != 0
+    assert "forbidden" in proc.stderr.lower()
+    assert 'User "restricted"' in proc.stderr
