@@ -41,8 +41,9 @@ def test_invalid_corpus_is_large_enough():
 def test_example_applies_server_side(control_plane, namespace, path):
     control_plane.kubectl("apply", "--server-side", "-n", namespace, "-f", str(path))
     doc = yaml.safe_load(path.read_text())
-    got = json.loads(control_plane.kubectl("get", doc["kind"], doc["metadata"]["name"], "-n", namespace,
-                                           "-o", "json").stdout)
+    got = json.loads(
+        control_plane.kubectl("get", doc["kind"], doc["metadata"]["name"], "-n", namespace, "-o", "json").stdout
+    )
     assert got["spec"]  # stored, with defaults filled in
 
 
@@ -92,20 +93,36 @@ def test_status_subresource_keeps_status_and_ignores_spec(control_plane, namespa
             "phase": "Running",
             "observedGeneration": 1,
             "unmodelled": "pruned",
-            "conditions": [{"type": "Ready", "status": "False", "reason": "Training", "message": "epoch 1/3",
-                            "lastTransitionTime": "2026-11-22T00:00:00Z"}],
+            "conditions": [
+                {
+                    "type": "Ready",
+                    "status": "False",
+                    "reason": "Training",
+                    "message": "epoch 1/3",
+                    "lastTransitionTime": "2026-11-22T00:00:00Z",
+                }
+            ],
         },
     }
-    control_plane.kubectl("patch", "ft", "minimal", "-n", namespace, "--subresource=status", "--type=merge",
-                          "-p", json.dumps(patch))
+    control_plane.kubectl(
+        "patch", "ft", "minimal", "-n", namespace, "--subresource=status", "--type=merge", "-p", json.dumps(patch)
+    )
     got = json.loads(control_plane.kubectl("get", "ft", "minimal", "-n", namespace, "-o", "json").stdout)
     assert got["status"]["phase"] == "Running"
     assert got["status"]["conditions"][0]["reason"] == "Training"
     assert "unmodelled" not in got["status"]
     assert got["spec"]["method"] == "lora", "a spec change through /status must be ignored"
     # and a spec write through the main resource does not touch status
-    control_plane.kubectl("patch", "ft", "minimal", "-n", namespace, "--type=merge",
-                          "-p", json.dumps({"spec": {"suspend": True}, "status": {"phase": "Failed"}}))
+    control_plane.kubectl(
+        "patch",
+        "ft",
+        "minimal",
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        json.dumps({"spec": {"suspend": True}, "status": {"phase": "Failed"}}),
+    )
     got = json.loads(control_plane.kubectl("get", "ft", "minimal", "-n", namespace, "-o", "json").stdout)
     assert got["spec"]["suspend"] is True
     assert got["status"]["phase"] == "Running"

@@ -50,6 +50,10 @@ def test_long_messages_are_truncated():
 def test_condition_dumps_as_metav1_condition():
     out = c.set_condition([], c.READY, "True", c.REASON_SUCCEEDED, "done", T0, observed_generation=3)
     assert out[0].to_k8s() == {
-        "type": "Ready", "status": "True", "reason": "Succeeded", "message": "done",
-        "lastTransitionTime": "2026-11-22T10:00:00Z", "observedGeneration": 3,
+        "type": "Ready",
+        "status": "True",
+        "reason": "Succeeded",
+        "message": "done",
+        "lastTransitionTime": "2026-11-22T10:00:00Z",
+        "observedGeneration": 3,
     }

@@ -17,9 +17,7 @@ class Toleration(ApiModel):
     """A pod toleration, as in corev1.Toleration, copied onto Ray worker pods."""
 
     key: str | None = Field(default=None, description="Taint key the toleration applies to; empty matches all.")
-    operator: Literal["Exists", "Equal"] | None = Field(
-        default=None, description="Exists or Equal (default Equal)."
-    )
+    operator: Literal["Exists", "Equal"] | None = Field(default=None, description="Exists or Equal (default Equal).")
     value: str | None = Field(default=None, description="Taint value to match when operator is Equal.")
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
         default=None, description="Taint effect to match; empty matches all effects."
@@ -53,12 +51,8 @@ class ComputeResources(ApiModel):
     )
     cpu: Quantity = Field(default="2", description="CPU request and limit per worker, e.g. 4 or 3500m.")
     memory: Quantity = Field(default="8Gi", description="Memory request and limit per worker, e.g. 32Gi.")
-    node_selector: dict[str, str] = Field(
-        default_factory=dict, description="Node labels the worker pods must match."
-    )
-    tolerations: list[Toleration] = Field(
-        default_factory=list, description="Tolerations for tainted (e.g. GPU) nodes."
-    )
+    node_selector: dict[str, str] = Field(default_factory=dict, description="Node labels the worker pods must match.")
+    tolerations: list[Toleration] = Field(default_factory=list, description="Tolerations for tainted (e.g. GPU) nodes.")
 
     model_config = {
         "json_schema_extra": {

@@ -141,12 +141,14 @@ def _apply_object_defaults(model: type[BaseModel], schema: dict[str, Any]) -> No
         sub, is_list = _model_of(field.annotation)
         if prop is None or sub is None:
             continue
+        child: type[BaseModel] = sub
         if is_list:
-            _apply_object_defaults(sub, prop.get("items", {}))
+            _apply_object_defaults(child, prop.get("items", {}))
             continue
-        if field.default_factory is sub and _all_optional(sub):
+        factory: Any = field.default_factory
+        if factory is child and _all_optional(child):
             prop["default"] = {}
-        _apply_object_defaults(sub, prop)
+        _apply_object_defaults(child, prop)
 
 
 def _check_descriptions(node: dict[str, Any], path: str) -> None:

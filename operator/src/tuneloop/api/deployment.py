@@ -63,7 +63,9 @@ class ReferenceData(ApiModel):
     source: Literal["HeldOut", "Uri"] = Field(
         default="HeldOut", description="HeldOut uses the FineTune's frozen held-out set; Uri reads `uri`."
     )
-    uri: str | None = Field(default=None, pattern=r"^(s3|pvc|file)://\S+$", description="Reference data (JSONL/Parquet).")
+    uri: str | None = Field(
+        default=None, pattern=r"^(s3|pvc|file)://\S+$", description="Reference data (JSONL/Parquet)."
+    )
 
     model_config = {
         "json_schema_extra": {
@@ -192,7 +194,9 @@ class RetrainRecord(ApiModel):
 class ModelDeploymentStatus(ApiModel):
     """Observed state of a ModelDeployment, written only by the operator."""
 
-    phase: DeploymentPhase | None = Field(default=None, description="Pending, Deploying, Serving, Degraded, Retraining, Failed or Suspended.")
+    phase: DeploymentPhase | None = Field(
+        default=None, description="Pending, Deploying, Serving, Degraded, Retraining, Failed or Suspended."
+    )
     observed_generation: int | None = Field(default=None, description="Last metadata.generation acted on.")
     conditions: list[Condition] = Field(
         default_factory=list,

@@ -25,6 +25,7 @@ Precision = Literal["auto", "bf16", "fp16", "fp32"]
 LaunchMode = Literal["RayJob", "ExistingCluster"]
 Phase = Literal["Pending", "Launching", "Running", "Registering", "Succeeded", "Failed", "Suspended"]
 
+DEFAULT_METRICS: tuple[Metric, ...] = ("exact_match", "json_valid", "field_f1", "loss")
 MODEL_URI_PATTERN = r"^(hf|s3|pvc|file)://\S+$"
 DATASET_URI_PATTERN = r"^(s3|pvc|file)://\S+$"
 # Lower is better for these metrics; higher for every other one.
@@ -68,7 +69,9 @@ class LoraSpec(ApiModel):
 class FieldMapping(ApiModel):
     """Which record fields hold the prompt and the answer, per dataset format."""
 
-    prompt: str = Field(default="prompt", min_length=1, description="Prompt field (instruction, completion, preference).")
+    prompt: str = Field(
+        default="prompt", min_length=1, description="Prompt field (instruction, completion, preference)."
+    )
     completion: str = Field(
         default="completion", min_length=1, description="Target answer field (instruction, completion)."
     )
@@ -85,7 +88,9 @@ class DatasetSpec(ApiModel):
         pattern=DATASET_URI_PATTERN,
         description="JSONL or Parquet file or folder: file:///abs/path, pvc://claim/path or s3://bucket/key.",
     )
-    format: DatasetFormat = Field(default="instruction", description="Record shape: instruction, chat, completion or preference.")
+    format: DatasetFormat = Field(
+        default="instruction", description="Record shape: instruction, chat, completion or preference."
+    )
     fields: FieldMapping = Field(default_factory=FieldMapping, description="Record field names for the format.")
     eval_fraction: float = Field(
         default=0.1,
@@ -115,9 +120,7 @@ class TrainingSpec(ApiModel):
     warmup_ratio: float = Field(default=0.0, ge=0, le=0.5, description="Share of updates with linear warmup.")
     weight_decay: float = Field(default=0.0, ge=0, le=1, description="AdamW weight decay.")
     seed: int = Field(default=42, ge=0, description="Random seed for initialisation and shuffling.")
-    precision: Precision = Field(
-        default="auto", description="auto picks bf16 on GPUs that support it, else fp32."
-    )
+    precision: Precision = Field(default="auto", description="auto picks bf16 on GPUs that support it, else fp32.")
 
 
 class TrainingResources(ComputeResources):
@@ -191,7 +194,7 @@ class EvaluationSpec(ApiModel):
     """How a run is scored on the held-out set."""
 
     metrics: list[Metric] = Field(
-        default_factory=lambda: ["exact_match", "json_valid", "field_f1", "loss"],
+        default_factory=lambda: list(DEFAULT_METRICS),
         min_length=1,
         max_length=8,
         description="Metrics to compute: exact_match, json_valid, field_f1 (JSON outputs), loss.",
@@ -214,7 +217,9 @@ class RegistrySpec(ApiModel):
     tracking_uri_secret_ref: SecretKeyRef | None = Field(
         default=None, description="Secret key holding the tracking URI (when it embeds credentials)."
     )
-    experiment: str | None = Field(default=None, description="MLflow experiment; defaults to tuneloop/<namespace>/<name>.")
+    experiment: str | None = Field(
+        default=None, description="MLflow experiment; defaults to tuneloop/<namespace>/<name>."
+    )
 
 
 class FineTuneSpec(ApiModel):
@@ -239,7 +244,8 @@ class FineTuneSpec(ApiModel):
         "json_schema_extra": {
             "x-kubernetes-validations": [
                 _cel(
-                    "self.method != 'qlora' || (has(self.resources) && has(self.resources.gpus) && self.resources.gpus >= 1)",
+                    "self.method != 'qlora' "
+                    "|| (has(self.resources) && has(self.resources.gpus) && self.resources.gpus >= 1)",
                     "qlora loads the base model in 4-bit with bitsandbytes and needs GPUs: set "
                     "spec.resources.gpus >= 1, or use method lora",
                     ".resources.gpus",
@@ -255,8 +261,9 @@ class FineTuneSpec(ApiModel):
                     ".method",
                 ),
                 _cel(
-                    "!has(self.evaluation) || !has(self.evaluation.promotion) || !has(self.evaluation.promotion.metric) "
-                    "|| !has(self.evaluation.metrics) || self.evaluation.promotion.metric in self.evaluation.metrics",
+                    "!has(self.evaluation) || !has(self.evaluation.promotion) "
+                    "|| !has(self.evaluation.promotion.metric) || !has(self.evaluation.metrics)"
+                    " || self.evaluation.promotion.metric in self.evaluation.metrics",
                     "spec.evaluation.promotion.metric must be one of spec.evaluation.metrics",
                     ".evaluation.promotion.metric",
                 ),
@@ -357,7 +364,9 @@ class CostStatus(ApiModel):
 class FineTuneStatus(ApiModel):
     """Observed state of a FineTune, written only by the operator."""
 
-    phase: Phase | None = Field(default=None, description="Pending, Launching, Running, Registering, Succeeded, Failed or Suspended.")
+    phase: Phase | None = Field(
+        default=None, description="Pending, Launching, Running, Registering, Succeeded, Failed or Suspended."
+    )
     observed_generation: int | None = Field(default=None, description="Last metadata.generation acted on.")
     conditions: list[Condition] = Field(
         default_factory=list,
@@ -374,7 +383,9 @@ class FineTuneStatus(ApiModel):
     baseline_metrics: dict[str, float] = Field(default_factory=dict, description="Prompt-baseline metrics, same set.")
     model: ModelVersionStatus | None = Field(default=None, description="Registered version of the last run.")
     promotion: PromotionStatus | None = Field(default=None, description="Champion decision of the last run.")
-    alias_history: list[AliasEvent] = Field(default_factory=list, description="Alias moves this FineTune made (bounded).")
+    alias_history: list[AliasEvent] = Field(
+        default_factory=list, description="Alias moves this FineTune made (bounded)."
+    )
     cost: CostStatus | None = Field(default=None, description="GPU-hours and estimated price.")
 
 

@@ -28,8 +28,12 @@ class JobResult(ApiModel):
     experiment_id: str | None = Field(default=None, description="MLflow experiment id.")
     model_uri: str | None = Field(default=None, description="MLflow URI of the logged model (runs:/… or models:/…).")
     metrics: dict[str, float] = Field(default_factory=dict, description="Held-out metrics of the fine-tuned model.")
-    baseline_metrics: dict[str, float] = Field(default_factory=dict, description="Held-out metrics of the prompt baseline.")
-    train_metrics: dict[str, float] = Field(default_factory=dict, description="Final training metrics (loss, tokens/s).")
+    baseline_metrics: dict[str, float] = Field(
+        default_factory=dict, description="Held-out metrics of the prompt baseline."
+    )
+    train_metrics: dict[str, float] = Field(
+        default_factory=dict, description="Final training metrics (loss, tokens/s)."
+    )
     dataset: DatasetSummary | None = Field(default=None, description="Data preparation summary.")
     duration_seconds: float | None = Field(default=None, description="Wall time of the job.")
     resumed_from_checkpoint: str | None = Field(default=None, description="Checkpoint the run resumed from, if any.")

@@ -53,10 +53,14 @@ def apiserver_binary(build: bool = True) -> Path:
     cached = cache_dir() / "kube-apiserver" / f"v{KUBE_VERSION}" / "kube-apiserver"
     if cached.exists() or not build:
         return cached
-    print(f"kube-apiserver v{KUBE_VERSION} not cached; building it from Go modules (several minutes)...",
-          file=sys.stderr, flush=True)
-    proc = subprocess.run(["bash", str(BUILD_SCRIPT)], env={**os.environ, "KUBE_VERSION": KUBE_VERSION},
-                          stdout=subprocess.PIPE, text=True)
+    print(
+        f"kube-apiserver v{KUBE_VERSION} not cached; building it from Go modules (several minutes)...",
+        file=sys.stderr,
+        flush=True,
+    )
+    proc = subprocess.run(
+        ["bash", str(BUILD_SCRIPT)], env={**os.environ, "KUBE_VERSION": KUBE_VERSION}, stdout=subprocess.PIPE, text=True
+    )
     if proc.returncode != 0 or not cached.exists():
         raise ControlPlaneError(
             f"building kube-apiserver v{KUBE_VERSION} failed (exit {proc.returncode}); run "
@@ -83,10 +87,12 @@ def _write_service_account_keys(directory: Path) -> tuple[Path, Path]:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     private = directory / "sa.key"
     public = directory / "sa.pub"
-    private.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                          serialization.NoEncryption()))
-    public.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
-                                                     serialization.PublicFormat.SubjectPublicKeyInfo))
+    private.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    public.write_bytes(
+        key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
     return private, public
 
 
@@ -136,31 +142,81 @@ class ControlPlane:
         self.etcd_port, peer_port, self.api_port = free_port(), free_port(), free_port()
         etcd_url = f"http://127.0.0.1:{self.etcd_port}"
         peer_url = f"http://127.0.0.1:{peer_port}"
-        etcd_proc = self._spawn("etcd", [
-            str(etcd), "--data-dir", str(self.workdir / "etcd"), "--name", "tuneloop",
-            "--listen-client-urls", etcd_url, "--advertise-client-urls", etcd_url,
-            "--listen-peer-urls", peer_url, "--initial-advertise-peer-urls", peer_url,
-            "--initial-cluster", f"tuneloop={peer_url}", "--unsafe-no-fsync", "--log-level", "warn",
-        ])
-        wait_until(lambda: urllib.request.urlopen(etcd_url + "/health", timeout=1).status == 200,
-                   30, "etcd", lambda: self._died("etcd", etcd_proc))
+        etcd_proc = self._spawn(
+            "etcd",
+            [
+                str(etcd),
+                "--data-dir",
+                str(self.workdir / "etcd"),
+                "--name",
+                "tuneloop",
+                "--listen-client-urls",
+                etcd_url,
+                "--advertise-client-urls",
+                etcd_url,
+                "--listen-peer-urls",
+                peer_url,
+                "--initial-advertise-peer-urls",
+                peer_url,
+                "--initial-cluster",
+                f"tuneloop={peer_url}",
+                "--unsafe-no-fsync",
+                "--log-level",
+                "warn",
+            ],
+        )
+        wait_until(
+            lambda: urllib.request.urlopen(etcd_url + "/health", timeout=1).status == 200,
+            30,
+            "etcd",
+            lambda: self._died("etcd", etcd_proc),
+        )
 
         sa_key, sa_pub = _write_service_account_keys(self.workdir)
         tokens = self.workdir / "tokens.csv"
-        tokens.write_text(f'{self.admin_token},admin,admin-uid,"system:masters"\n'
-                          f"{self.restricted_token},restricted,restricted-uid\n")
-        api_proc = self._spawn("kube-apiserver", [
-            str(apiserver), "--etcd-servers", etcd_url, "--bind-address", "127.0.0.1",
-            "--secure-port", str(self.api_port), "--cert-dir", str(self.workdir / "certs"),
-            "--service-cluster-ip-range", "10.0.0.0/24", "--service-account-issuer", "https://kubernetes.default.svc",
-            "--service-account-key-file", str(sa_pub), "--service-account-signing-key-file", str(sa_key),
-            "--token-auth-file", str(tokens), "--authorization-mode", "RBAC", "--allow-privileged=true",
-            "--enable-priority-and-fairness=false", "--disable-admission-plugins", "ServiceAccount",
-            "--profiling=false", "--v=1", "--shutdown-delay-duration=0s",
-        ])
+        tokens.write_text(
+            f'{self.admin_token},admin,admin-uid,"system:masters"\n{self.restricted_token},restricted,restricted-uid\n'
+        )
+        api_proc = self._spawn(
+            "kube-apiserver",
+            [
+                str(apiserver),
+                "--etcd-servers",
+                etcd_url,
+                "--bind-address",
+                "127.0.0.1",
+                "--secure-port",
+                str(self.api_port),
+                "--cert-dir",
+                str(self.workdir / "certs"),
+                "--service-cluster-ip-range",
+                "10.0.0.0/24",
+                "--service-account-issuer",
+                "https://kubernetes.default.svc",
+                "--service-account-key-file",
+                str(sa_pub),
+                "--service-account-signing-key-file",
+                str(sa_key),
+                "--token-auth-file",
+                str(tokens),
+                "--authorization-mode",
+                "RBAC",
+                "--allow-privileged=true",
+                "--enable-priority-and-fairness=false",
+                "--disable-admission-plugins",
+                "ServiceAccount",
+                "--profiling=false",
+                "--v=1",
+                "--shutdown-delay-duration=0s",
+            ],
+        )
         try:
-            wait_until(lambda: self._get("/readyz") == b"ok", timeout_seconds, "kube-apiserver",
-                       lambda: self._died("kube-apiserver", api_proc))
+            wait_until(
+                lambda: self._get("/readyz") == b"ok",
+                timeout_seconds,
+                "kube-apiserver",
+                lambda: self._died("kube-apiserver", api_proc),
+            )
         except Exception:
             self.stop()
             raise
@@ -179,15 +235,18 @@ class ControlPlane:
             ],
             "contexts": [
                 {"name": "admin", "context": {"cluster": "tuneloop-local", "user": "admin", "namespace": "default"}},
-                {"name": "restricted", "context": {"cluster": "tuneloop-local", "user": "restricted",
-                                                   "namespace": "default"}},
+                {
+                    "name": "restricted",
+                    "context": {"cluster": "tuneloop-local", "user": "restricted", "namespace": "default"},
+                },
             ],
             "current-context": "admin",
         }
         self.kubeconfig.write_text(yaml.safe_dump(config))
 
-    def kubectl(self, *args: str, context: str = "admin", input_text: str | None = None,
-                check: bool = True) -> subprocess.CompletedProcess[str]:
+    def kubectl(
+        self, *args: str, context: str = "admin", input_text: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
         """Run kubectl against this control plane."""
         cmd = ["kubectl", "--kubeconfig", str(self.kubeconfig), "--context", context, *args]
         proc = subprocess.run(cmd, input=input_text, capture_output=True, text=True, timeout=120)
@@ -198,8 +257,7 @@ class ControlPlane:
     def install_crds(self, crd_dir: Path, timeout_seconds: float = 30) -> None:
         """Apply every CRD in `crd_dir` and wait until each is Established."""
         self.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crd_dir))
-        self.kubectl("wait", "--for=condition=Established", "--timeout", f"{int(timeout_seconds)}s",
-                     "-f", str(crd_dir))
+        self.kubectl("wait", "--for=condition=Established", "--timeout", f"{int(timeout_seconds)}s", "-f", str(crd_dir))
 
     def stop(self) -> None:
         # The data is thrown away, so a graceful apiserver drain (tens of seconds) buys nothing.
@@ -241,10 +299,8 @@ def main() -> int:
     with running(workdir=workdir) as cp:
         print(f"control plane ready in {time.monotonic() - started:.1f}s (kube-apiserver v{KUBE_VERSION})")
         print(f"export KUBECONFIG={cp.kubeconfig}   # contexts: admin, restricted")
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             signal.pause()
-        except KeyboardInterrupt:
-            pass
     return 0
 
 

@@ -24,7 +24,7 @@ def wait_until(check: Callable[[], bool], timeout_seconds: float, what: str, ali
         try:
             if check():
                 return
-        except Exception:  # noqa: S110 - not up yet
+        except Exception:
             pass
         time.sleep(0.2)
     raise TimeoutError(f"{what} was not ready after {timeout_seconds:.0f}s")
