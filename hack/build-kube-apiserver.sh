@@ -39,6 +39,7 @@ go mod edit "${args[@]}"
 
 log "downloading modules and compiling (progress: go -v lists packages as they build)"
 mkdir -p "$(dirname "$OUT")"
+set +e
 CGO_ENABLED=0 GOFLAGS=-mod=mod go build -v -trimpath \
   -ldflags "-s -w \
     -X k8s.io/component-base/version.gitVersion=v$KUBE_VERSION \
@@ -46,8 +47,17 @@ CGO_ENABLED=0 GOFLAGS=-mod=mod go build -v -trimpath \
     -X k8s.io/component-base/version.gitMinor=$(echo "$KUBE_VERSION" | cut -d. -f2) \
     -X k8s.io/component-base/version.gitTreeState=clean \
     -X k8s.io/client-go/pkg/version.gitVersion=v$KUBE_VERSION" \
-  -o "$OUT.tmp" k8s.io/kubernetes/cmd/kube-apiserver 2>&1 | awk '{n++; if (n % 200 == 0) {printf "[build-kube-apiserver] %d packages compiled (last: %s)\n", n, $0 > "/dev/stderr"; fflush()}}'
-[[ ${PIPESTATUS[0]} -eq 0 ]] || { echo "error: go build of kube-apiserver v$KUBE_VERSION failed (see output above)" >&2; exit 4; }
+  -o "$OUT.tmp" k8s.io/kubernetes/cmd/kube-apiserver 2>&1 | awk '
+    /^go: downloading/ {d++; if (d % 50 == 0) {printf "[build-kube-apiserver] %d modules downloaded\n", d > "/dev/stderr"; fflush()}; next}
+    /^(go: |#|[^ ]+\.go:[0-9])/ {print > "/dev/stderr"; next}   # errors verbatim
+    {n++; if (n % 200 == 0) {printf "[build-kube-apiserver] %d packages compiled (last: %s)\n", n, $0 > "/dev/stderr"; fflush()}}'
+status=${PIPESTATUS[0]}
+set -e
+if [[ $status -ne 0 ]]; then
+  echo "error: go build of kube-apiserver v$KUBE_VERSION failed (exit $status): see the errors above." >&2
+  echo "It needs Go >= 1.24 and the Go module proxy (GOPROXY=$(go env GOPROXY))." >&2
+  exit 4
+fi
 mv "$OUT.tmp" "$OUT"
 log "done: $("$OUT" --version)"
 echo "$OUT"
