@@ -27,8 +27,13 @@ log() { echo "[build-kube-apiserver $(date +%H:%M:%S)] $*" >&2; }
 log "building kube-apiserver v$KUBE_VERSION (first build takes many minutes on 2 cores; cached at $OUT)"
 go mod init tuneloop.local/kube-apiserver-build >/dev/null 2>&1
 log "fetching k8s.io/kubernetes@v$KUBE_VERSION go.mod"
-gomod="$(go mod download -json "k8s.io/kubernetes@v$KUBE_VERSION" | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",*$/\1/p')"
-[[ -f "$gomod" ]] || { echo "error: could not download k8s.io/kubernetes@v$KUBE_VERSION from the Go module proxy" >&2; exit 3; }
+if ! info="$(go mod download -json "k8s.io/kubernetes@v$KUBE_VERSION" 2>&1)"; then
+  echo "error: could not download k8s.io/kubernetes@v$KUBE_VERSION from the Go module proxy:" >&2
+  echo "$info" | grep -i error | head -3 >&2
+  echo "Check KUBE_VERSION (list versions: go list -m -versions k8s.io/kubernetes) and GOPROXY." >&2
+  exit 3
+fi
+gomod="$(echo "$info" | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",*$/\1/p')"
 
 args=(-require="k8s.io/kubernetes@v$KUBE_VERSION")
 while read -r mod; do
