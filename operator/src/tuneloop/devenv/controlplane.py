@@ -297,8 +297,8 @@ def main() -> int:
     workdir = Path(os.environ.get("TUNELOOP_CONTROL_PLANE_DIR", tempfile.mkdtemp(prefix="tuneloop-cp-")))
     started = time.monotonic()
     with running(workdir=workdir) as cp:
-        print(f"control plane ready in {time.monotonic() - started:.1f}s (kube-apiserver v{KUBE_VERSION})")
-        print(f"export KUBECONFIG={cp.kubeconfig}   # contexts: admin, restricted")
+        print(f"control plane ready in {time.monotonic() - started:.1f}s (kube-apiserver v{KUBE_VERSION})", flush=True)
+        print(f"export KUBECONFIG={cp.kubeconfig}   # contexts: admin, restricted", flush=True)
         with contextlib.suppress(KeyboardInterrupt):
             signal.pause()
     return 0
