@@ -1,0 +1,211 @@
+"""`python -m tuneloop.jobs.train`: the whole training job for one FineTune run, in order —
+parse the spec, prepare the data (validate, scrub, dedupe, hash split, frozen held-out set), resolve
+the base model, open the MLflow run, train on Ray Train (resuming from the run storage's latest
+checkpoint), evaluate the model and the prompt baseline on the held-out set, log the model, and write
+the JobResult JSON the controller reads.
+
+    python -m tuneloop.jobs.train --spec SPEC --storage DIR [--result FILE]
+        [--tracking-uri URI] [--experiment NAME] [--run-name NAME] [--tag KEY=VALUE ...]
+
+SPEC is a file (JSON or YAML; a FineTuneSpec or a whole FineTune object) or an inline JSON string.
+Exit codes and failure reasons are in tuneloop.jobs.errors; on a handled failure the job also writes a
+Failed JobResult to --result and marks the MLflow run FAILED (a failed run never gets a model).
+Data is checked before torch and Ray are imported, so bad data fails in about a second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+
+from tuneloop.api.finetune import FineTuneSpec
+from tuneloop.api.results import JobResult
+from tuneloop.jobs import datasets
+from tuneloop.jobs.errors import ExitCode, JobError
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m tuneloop.jobs.train", description=__doc__.splitlines()[0])
+    p.add_argument("--spec", required=True, help="FineTune spec: a file path (JSON/YAML) or inline JSON")
+    p.add_argument("--storage", required=True, type=Path,
+                   help="run storage folder: prepared data, held-out set, checkpoints (resume looks here)")
+    p.add_argument("--result", type=Path, help="where to write the JobResult JSON (atomically)")
+    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI)")
+    p.add_argument("--experiment", default=None, help="MLflow experiment (default: spec.registry.experiment)")
+    p.add_argument("--run-name", default=None, help="MLflow run name")
+    p.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE", help="lineage tag on the MLflow run")
+    return p.parse_args(argv)
+
+
+def load_spec(text: str) -> FineTuneSpec:
+    """A FineTuneSpec from inline JSON or a JSON/YAML file; accepts a whole FineTune object too."""
+    import pydantic
+    import yaml
+
+    source = "inline --spec"
+    if not text.lstrip().startswith("{"):
+        path = Path(text)
+        if not path.is_file():
+            raise JobError(ExitCode.CONFIG_INVALID, f"--spec {text!r} is neither inline JSON nor an existing file")
+        source, text = str(path), path.read_text(encoding="utf-8")
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise JobError(ExitCode.CONFIG_INVALID, f"{source}: not JSON or YAML: {e}") from e
+    if isinstance(document, dict) and "spec" in document and "baseModel" not in document:
+        document = document["spec"]
+    if not isinstance(document, dict):
+        raise JobError(ExitCode.CONFIG_INVALID, f"{source}: expected a FineTune spec object")
+    try:
+        return FineTuneSpec.model_validate(document)
+    except pydantic.ValidationError as e:
+        problems = "; ".join(f"spec.{'.'.join(str(x) for x in err['loc'])}: {err['msg']}" for err in e.errors()[:5])
+        raise JobError(ExitCode.CONFIG_INVALID, f"{source}: {problems}") from e
+
+
+def check_spec(spec: FineTuneSpec) -> None:
+    """Rules the job enforces before touching data (the CRD's CEL rules repeated for direct use)."""
+    if spec.method == "dpo":
+        raise JobError(ExitCode.METHOD_NOT_IMPLEMENTED,
+                       "spec.method dpo is not implemented yet in this job; use lora, qlora or full")
+    if spec.dataset.format == "preference":
+        raise JobError(ExitCode.CONFIG_INVALID,
+                       "spec.dataset.format preference is only used by method dpo; use instruction, chat or completion")
+    if spec.method == "qlora" and spec.resources.gpus < 1:
+        raise JobError(ExitCode.RESOURCES_UNAVAILABLE,
+                       "spec.method qlora loads the base model in 4-bit through bitsandbytes, which needs a CUDA "
+                       "GPU: set spec.resources.gpus >= 1, or use method lora on CPU")
+    if spec.evaluation.promotion.metric not in spec.evaluation.metrics:
+        raise JobError(ExitCode.CONFIG_INVALID,
+                       f"spec.evaluation.promotion.metric {spec.evaluation.promotion.metric!r} must be one of "
+                       f"spec.evaluation.metrics {spec.evaluation.metrics}")
+
+
+def parse_tags(pairs: Sequence[str]) -> dict[str, str]:
+    tags = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise JobError(ExitCode.CONFIG_INVALID, f"--tag {pair!r}: expected KEY=VALUE")
+        tags[key] = value
+    return tags
+
+
+def write_result(path: Path | None, result: JobResult) -> None:
+    """Write the result atomically: a reader sees the old file or the whole new one, never a part."""
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(json.dumps(result.to_k8s(), indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def run(args: argparse.Namespace, result: JobResult) -> JobResult:
+    """The job proper; fills `result` as it goes so a failure still reports what was done."""
+    from tuneloop.jobs import evaluating, modeling, tracking, training
+
+    spec = load_spec(args.spec)
+    check_spec(spec)
+    tags = parse_tags(args.tag)
+    storage: Path = args.storage.resolve()
+    prepared = datasets.prepare(spec.dataset, storage / "data")
+    result.dataset = prepared.summary
+    _log(f"data: {prepared.summary.train_rows} train / {prepared.summary.eval_rows} held-out, "
+         f"hash {prepared.summary.hash[:12]}, {prepared.summary.duplicates_removed} duplicates removed, "
+         f"PII {prepared.summary.pii_redactions}")
+    base_dir = modeling.resolve_model_dir(spec.base_model.uri, spec.base_model.revision, storage / "cache")
+
+    tracker = tracking.Tracker(args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"),
+                               args.experiment or spec.registry.experiment or f"tuneloop/{spec.registry.model_name}",
+                               args.run_name, tags, storage)
+    result.run_id = tracker.start()
+    result.experiment_id = tracker.experiment_id
+    try:
+        tracker.log_spec(spec)
+        tracker.log_dataset(prepared.summary, prepared.held_out_path)
+        t = spec.training
+        loop = training.LoopConfig(
+            model=modeling.ModelOptions(
+                model_dir=str(base_dir), method=spec.method, lora_rank=spec.lora.rank, lora_alpha=spec.lora.alpha,
+                lora_dropout=spec.lora.dropout, lora_target_modules=tuple(spec.lora.target_modules),
+                precision=t.precision, seed=t.seed),
+            train_path=str(prepared.train_path), held_out_path=str(prepared.held_out_path), epochs=t.epochs,
+            learning_rate=t.learning_rate, batch_size=t.batch_size,
+            gradient_accumulation_steps=t.gradient_accumulation_steps, max_seq_length=t.max_seq_length,
+            warmup_ratio=t.warmup_ratio, weight_decay=t.weight_decay, seed=t.seed)
+        training.init_ray()
+        train_started = time.monotonic()
+        outcome = training.fit(loop, spec.resources.workers, spec.resources.gpus, storage / "ray")
+        if spec.resources.gpus:
+            result.gpu_seconds = (time.monotonic() - train_started) * spec.resources.workers * spec.resources.gpus
+        result.resumed_from_checkpoint = outcome.resumed_from
+        last = outcome.history[-1]
+        result.train_metrics = {k: float(v) for k, v in last.items()}
+        _log(f"trained: {len(outcome.history)} epochs, train_loss {last['train_loss']:.4f}"
+             + (f", resumed from {outcome.resumed_from}" if outcome.resumed_from else ""))
+        tracker.log_history(outcome.history)
+
+        trained_dir = outcome.checkpoint_dir / training.MODEL_SUBDIR
+        request = evaluating.EvalRequest(
+            base_model_dir=str(base_dir), trained_dir=str(trained_dir), method=spec.method,
+            train_path=str(prepared.train_path), held_out_path=str(prepared.held_out_path),
+            metrics=tuple(spec.evaluation.metrics), max_new_tokens=spec.evaluation.max_new_tokens,
+            max_examples=spec.evaluation.max_examples, baseline_enabled=spec.evaluation.baseline.enabled,
+            baseline_shots=spec.evaluation.baseline.shots, max_seq_length=t.max_seq_length,
+            predictions_path=str(storage / "evaluation" / "predictions.jsonl"))
+        evaluation = evaluating.evaluate_on_ray(request, spec.resources.gpus)
+        result.metrics, result.baseline_metrics = evaluation.metrics, evaluation.baseline_metrics
+        _log(f"held-out ({evaluation.examples}): model {evaluation.metrics}, baseline {evaluation.baseline_metrics}")
+        tracker.log_evaluation(evaluation.metrics, evaluation.baseline_metrics, Path(request.predictions_path))
+        result.model_uri = tracker.log_model(trained_dir, spec)
+    except BaseException:
+        tracker.finish(succeeded=False)
+        raise
+    tracker.finish(succeeded=True)
+    result.status = "Succeeded"
+    result.exit_code = ExitCode.OK
+    return result
+
+
+def _log(message: str) -> None:
+    print(f"[tuneloop.train] {message}", file=sys.stderr, flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    started = time.monotonic()
+    result = JobResult(status="Failed", exit_code=int(ExitCode.INTERNAL))
+    try:
+        run(args, result)
+        code = ExitCode.OK
+    except JobError as e:
+        _log(f"FAILED {e.reason} (exit {int(e.code)}): {e.message}")
+        result.status, result.exit_code, result.reason, result.message = "Failed", int(e.code), e.reason, e.message
+        code = e.code
+    except Exception as e:
+        traceback.print_exc()
+        message = f"{type(e).__name__}: {e}"[:2000]
+        result.status, result.exit_code, result.reason, result.message = (
+            "Failed", int(ExitCode.INTERNAL), "InternalError", message)
+        code = ExitCode.INTERNAL
+    result.duration_seconds = round(time.monotonic() - started, 3)
+    write_result(args.result, result)
+    if code == ExitCode.OK:
+        _log(f"succeeded in {result.duration_seconds:.1f}s: run {result.run_id}, model {result.model_uri}")
+    return int(code)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

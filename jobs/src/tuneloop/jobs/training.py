@@ -1,0 +1,335 @@
+"""Distributed training on Ray Train: a `TorchTrainer` whose workers (DDP ranks) run
+`train_loop_per_worker` over the prepared training split, with gradient accumulation, bf16 autocast on
+GPUs that support it, a warmup-then-linear learning-rate schedule, and a checkpoint per epoch.
+
+Resuming: the trainer's RunConfig name and storage path are fixed per run storage folder, so when a
+killed job starts again Ray Train V2 finds its checkpoint snapshot there and `ray.train.get_checkpoint()`
+hands the workers the latest checkpoint; they restore weights, optimizer, scheduler and the epoch
+count and go on from the next epoch.
+
+Metrics are reported once per epoch, never per step: each `ray.train.report` waits for the
+controller's health-check tick (FACTS.md), and Train V2 keeps only reports that carry a checkpoint.
+The per-epoch history travels inside each checkpoint (history.json), so the driver logs every epoch
+to MLflow after `fit()` — including epochs run by an earlier, killed attempt.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import random
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from tuneloop.jobs import datasets, modeling, prompts
+from tuneloop.jobs.errors import ExitCode, JobError
+
+RUN_NAME = "train"  # fixed: the storage folder is per run, and resume looks for this name in it
+HISTORY_FILE = "history.json"
+STATE_FILE = "state.pt"
+MODEL_SUBDIR = "model"
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    """Everything a worker needs; plain data so it crosses to the Ray workers as a dict."""
+
+    model: modeling.ModelOptions
+    train_path: str
+    held_out_path: str
+    epochs: int
+    learning_rate: float
+    batch_size: int
+    gradient_accumulation_steps: int
+    max_seq_length: int
+    warmup_ratio: float
+    weight_decay: float
+    seed: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> LoopConfig:
+        model = dict(d["model"])
+        model["lora_target_modules"] = tuple(model["lora_target_modules"])
+        return cls(**{**d, "model": modeling.ModelOptions(**model)})
+
+
+@dataclass
+class TrainOutcome:
+    """What `fit()` left: the final checkpoint (model/ holds the adapter or full model) and history."""
+
+    checkpoint_dir: Path
+    history: list[dict[str, float]]
+    resumed_from: str | None
+
+
+def _encode_all(tokenizer: Any, examples: list[datasets.Example], max_len: int) -> list[tuple[list[int], list[int]]]:
+    return [prompts.encode(tokenizer, prompts.render_prompt(e.prompt, e.system), prompts.render_target(e.completion),
+                           max_len) for e in examples]
+
+
+def collate(batch: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str, Any]:
+    """Right-pad a batch; padding is masked out of attention and loss."""
+    import torch
+
+    width = max(len(ids) for ids, _ in batch)
+    input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(batch), width), -100, dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    for i, (ids, labs) in enumerate(batch):
+        input_ids[i, : len(ids)] = torch.tensor(ids)
+        labels[i, : len(labs)] = torch.tensor(labs)
+        mask[i, : len(ids)] = 1
+    return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
+
+
+def shard_indices(n: int, world: int, rank: int, epoch: int, seed: int) -> list[int]:
+    """This rank's examples for the epoch: a seeded shuffle cut into equal shares (DDP needs every rank
+    to run the same number of steps, so the share is padded by wrapping around)."""
+    order = list(range(n))
+    random.Random(seed * 100_003 + epoch).shuffle(order)
+    per_rank = math.ceil(n / world)
+    padded = (order * (1 + per_rank * world // max(n, 1)))[: per_rank * world]
+    return padded[rank::world]
+
+
+def _sum_across_ranks(values: list[float], device: Any) -> list[float]:
+    import torch
+    import torch.distributed as dist
+
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(t)
+    return [float(x) for x in t.tolist()]
+
+
+def _max_across_ranks(value: float, device: Any) -> float:
+    import torch
+    import torch.distributed as dist
+
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return float(t.item())
+
+
+def _loss_sum(model: Any, batch: dict[str, Any], autocast: Any) -> tuple[Any, int]:
+    """Sum of token losses over answer tokens, and how many there were."""
+    import torch
+
+    labels = batch["labels"]
+    with autocast():
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    shift_logits = logits[:, :-1, :].float()
+    shift_labels = labels[:, 1:]
+    loss = torch.nn.functional.cross_entropy(shift_logits.reshape(-1, shift_logits.size(-1)),
+                                             shift_labels.reshape(-1), ignore_index=-100, reduction="sum")
+    return loss, int((shift_labels != -100).sum().item())
+
+
+def train_loop_per_worker(config_dict: dict[str, Any]) -> None:
+    """One DDP rank: restore from the latest checkpoint if there is one, then train epoch by epoch."""
+    import ray.train
+    import ray.train.torch
+    import torch
+
+    cfg = LoopConfig.from_dict(config_dict)
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = ray.train.torch.get_device()
+    on_cuda = device.type == "cuda"
+    dtype = modeling.compute_dtype(cfg.model.precision, on_cuda)
+    scaler = torch.amp.GradScaler("cuda") if on_cuda and dtype == torch.float16 else None
+
+    def autocast() -> Any:
+        if dtype == torch.float32:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=device.type, dtype=dtype)
+
+    tokenizer = modeling.load_tokenizer(cfg.model.model_dir)
+    model = modeling.load_trainable(cfg.model, device)
+    train = _encode_all(tokenizer, datasets.read_prepared(Path(cfg.train_path)), cfg.max_seq_length)
+    held_out = _encode_all(tokenizer, datasets.read_prepared(Path(cfg.held_out_path)), cfg.max_seq_length)
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    steps_per_epoch = math.ceil(math.ceil(len(train) / world) / cfg.batch_size)
+    updates_per_epoch = math.ceil(steps_per_epoch / cfg.gradient_accumulation_steps)
+    total_updates = max(1, updates_per_epoch * cfg.epochs)
+    warmup = int(total_updates * cfg.warmup_ratio)
+
+    def lr_factor(update: int) -> float:
+        if update < warmup:
+            return (update + 1) / (warmup + 1)
+        return max(0.0, (total_updates - update) / max(1, total_updates - warmup))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+
+    start_epoch, history, resumed_from = 0, [], None
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d:
+            state = torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=False)
+            modeling.load_trainable_state(model, state["trainable"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            start_epoch, history = state["epoch"], state["history"]
+            resumed_from = checkpoint.path
+
+    ddp_model = ray.train.torch.prepare_model(model, move_to_device=False)
+    unwrapped = ddp_model.module if hasattr(ddp_model, "module") else ddp_model
+
+    for epoch in range(start_epoch, cfg.epochs):
+        ddp_model.train()
+        indices = shard_indices(len(train), world, rank, epoch, cfg.seed)
+        batches = [indices[i: i + cfg.batch_size] for i in range(0, len(indices), cfg.batch_size)]
+        loss_total, target_tokens, input_tokens = 0.0, 0, 0
+        started = time.perf_counter()
+        for step, batch_idx in enumerate(batches):
+            batch = {k: v.to(device) for k, v in collate([train[i] for i in batch_idx], tokenizer.pad_token_id).items()}
+            last_micro = (step + 1) % cfg.gradient_accumulation_steps == 0 or step == len(batches) - 1
+            sync = contextlib.nullcontext() if last_micro or not hasattr(ddp_model, "no_sync") else ddp_model.no_sync()
+            with sync:
+                loss_sum, n = _loss_sum(ddp_model, batch, autocast)
+                loss = loss_sum / max(n, 1) / cfg.gradient_accumulation_steps
+                (scaler.scale(loss) if scaler else loss).backward()
+            if last_micro:
+                if scaler:
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+            loss_total += float(loss_sum.detach())
+            target_tokens += n
+            input_tokens += int(batch["attention_mask"].sum())
+        if on_cuda:
+            torch.cuda.synchronize()
+        loop_seconds = time.perf_counter() - started
+
+        eval_loss_total, eval_tokens = 0.0, 0
+        ddp_model.eval()
+        with torch.no_grad():
+            mine = held_out[rank::world]
+            for i in range(0, len(mine), cfg.batch_size):
+                batch = {k: v.to(device) for k, v in collate(mine[i: i + cfg.batch_size], tokenizer.pad_token_id).items()}
+                s, n = _loss_sum(unwrapped, batch, autocast)
+                eval_loss_total += float(s)
+                eval_tokens += n
+        sums = _sum_across_ranks([loss_total, target_tokens, input_tokens, eval_loss_total, eval_tokens], device)
+        slowest = _max_across_ranks(loop_seconds, device)
+        metrics = {
+            "epoch": float(epoch + 1),
+            "train_loss": sums[0] / max(sums[1], 1),
+            "eval_loss": sums[3] / max(sums[4], 1),
+            "train_tokens": sums[2],
+            "train_loop_seconds": slowest,
+            "train_tokens_per_second": sums[2] / max(slowest, 1e-9),
+            "learning_rate": float(scheduler.get_last_lr()[0]),
+        }
+        history = [*history, metrics]
+        _report(rank, epoch + 1, metrics, history, resumed_from, unwrapped, tokenizer, optimizer, scheduler)
+
+
+def _report(rank: int, epoch: int, metrics: dict[str, float], history: list[dict[str, float]], resumed_from: str | None,
+            model: Any, tokenizer: Any, optimizer: Any, scheduler: Any) -> None:
+    """Every rank reports; rank 0 attaches the checkpoint (DDP replicas hold the same weights)."""
+    import ray.train
+    import torch
+
+    if rank != 0:
+        ray.train.report(metrics, checkpoint=None)
+        return
+    with tempfile.TemporaryDirectory(prefix="tuneloop-ckpt-") as d:
+        modeling.save_trained(model, tokenizer, Path(d) / MODEL_SUBDIR)
+        torch.save({"trainable": modeling.trainable_state(model), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(), "epoch": epoch, "history": history}, Path(d) / STATE_FILE)
+        (Path(d) / HISTORY_FILE).write_text(json.dumps({"resumed_from": resumed_from, "epochs": history}))
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
+
+
+def init_ray() -> None:
+    """Join the cluster when RAY_ADDRESS is set (Ray job submission sets it), else start a local Ray."""
+    import os
+
+    import ray
+
+    if ray.is_initialized():
+        return
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(address="auto", log_to_driver=True)
+    else:
+        ray.init(include_dashboard=False)
+
+
+def fit(cfg: LoopConfig, workers: int, gpus_per_worker: int, storage_dir: Path) -> TrainOutcome:
+    """Run the TorchTrainer to completion (resuming from storage_dir when a checkpoint is there)."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    resources: dict[str, float] = {"CPU": 1}
+    if gpus_per_worker:
+        resources["GPU"] = gpus_per_worker
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=cfg.to_dict(),
+        scaling_config=ScalingConfig(num_workers=workers, use_gpu=gpus_per_worker > 0,
+                                     resources_per_worker=resources),
+        run_config=RunConfig(
+            name=RUN_NAME, storage_path=str(storage_dir.resolve()),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+            # A failed attempt is retried by the controller (a new job that resumes), not in here.
+            failure_config=FailureConfig(max_failures=0),
+        ),
+    )
+    try:
+        result = trainer.fit()
+    except Exception as e:
+        cause = _job_error_in(e)
+        if cause is not None:
+            raise cause from e
+        raise JobError(ExitCode.TRAINING_FAILED, f"Ray Train failed: {e}") from e
+    if result.checkpoint is None:
+        raise JobError(ExitCode.TRAINING_FAILED, "Ray Train finished without a checkpoint")
+    with result.checkpoint.as_directory() as d:
+        local = Path(d)
+        meta = json.loads((local / HISTORY_FILE).read_text())
+    return TrainOutcome(checkpoint_dir=Path(result.checkpoint.path), history=meta["epochs"],
+                        resumed_from=meta["resumed_from"])
+
+
+def _job_error_in(error: BaseException) -> JobError | None:
+    """A JobError raised inside a worker (e.g. qlora without a GPU) keeps its code and message."""
+    seen: set[int] = set()
+    stack: list[BaseException] = [error]
+    while stack:
+        e = stack.pop()
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, JobError):
+            return JobError(e.code, e.message)
+        for attr in ("__cause__", "__context__", "cause"):
+            nxt = getattr(e, attr, None)
+            if isinstance(nxt, BaseException):
+                stack.append(nxt)
+        for nested in getattr(e, "worker_failures", {}).values() if isinstance(
+                getattr(e, "worker_failures", None), dict) else []:
+            if isinstance(nested, BaseException):
+                stack.append(nested)
+    text = str(error)
+    for code in ExitCode:
+        from tuneloop.jobs.errors import REASONS
+
+        reason = REASONS.get(code)
+        if reason and f"{reason}: " in text and code not in (ExitCode.INTERNAL, ExitCode.TRAINING_FAILED):
+            message = text.split(f"{reason}: ", 1)[1].splitlines()[0]
+            return JobError(code, message)
+    return None

@@ -1,0 +1,170 @@
+"""A real single-node Ray cluster on loopback: `ray start --head` with free ports, its own
+`--temp-dir`, and the dashboard (the job API a KubeRay head serves on :8265).
+
+Traps handled (shared/FACTS.md): `ray start` turns on token auth, which a JobSubmissionClient without
+a token cannot pass, so the head and every client here run with `RAY_AUTH_MODE=disabled` (set in this
+process too, before anything imports ray, and in `.env` for subprocesses); and `ray stop` leaves
+`<temp-dir>/ray_current_cluster` behind, which makes the next `ray.init()` try to join the dead
+cluster, so stopping removes it. `running()` always stops the head (process group, then `ray stop`).
+Run it standalone with `python -m tuneloop.devenv.ray_head`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tuneloop.devenv.ports import free_port, wait_until
+
+# Environment every process talking to this head needs; RAY_ADDRESS is added per head.
+BASE_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "RAY_DISABLE_DOCKER_CPU_WARNING": "1"}
+
+
+@dataclass
+class RayHead:
+    """A running Ray head node; use `start()`/`stop()` or the `running()` context."""
+
+    workdir: Path
+    num_cpus: int = 2
+    gcs_port: int = 0
+    dashboard_port: int = 0
+    proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def address(self) -> str:
+        """Dashboard / job submission API (what `JobSubmissionClient` and `ray job submit` take)."""
+        return f"http://127.0.0.1:{self.dashboard_port}"
+
+    @property
+    def gcs_address(self) -> str:
+        """GCS address (what `ray.init(address=...)` and `RAY_ADDRESS` take for a driver)."""
+        return f"127.0.0.1:{self.gcs_port}"
+
+    @property
+    def temp_dir(self) -> Path:
+        # Unix socket paths are limited to 107 bytes, so keep the Ray temp dir short.
+        return self.workdir / "r"
+
+    @property
+    def env(self) -> dict[str, str]:
+        """Environment for a driver subprocess that should join this cluster."""
+        return {**BASE_ENV, "RAY_ADDRESS": self.gcs_address}
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "ray-start.log"
+
+    def _ray(self) -> str:
+        candidate = Path(sys.executable).with_name("ray")
+        return str(candidate) if candidate.exists() else "ray"
+
+    def _healthy(self) -> bool:
+        with urllib.request.urlopen(self.address + "/api/version", timeout=2) as resp:
+            return resp.status == 200
+
+    def _log_tail(self) -> str:
+        lines = []
+        for log in [self.log_path, *sorted(self.temp_dir.glob("session_latest/logs/dashboard.*"))]:
+            if log.is_file():
+                lines += [f"--- {log.name}", *log.read_text(errors="replace").splitlines()[-15:]]
+        return "\n".join(lines)
+
+    def start(self, timeout_seconds: float = 120) -> RayHead:
+        for key, value in BASE_ENV.items():
+            os.environ.setdefault(key, value)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.gcs_port, self.dashboard_port = free_port(), free_port()
+        ports = {name: free_port() for name in (
+            "--ray-client-server-port", "--dashboard-agent-listen-port", "--dashboard-agent-grpc-port",
+            "--runtime-env-agent-port", "--metrics-export-port", "--node-manager-port", "--object-manager-port",
+        )}
+        argv = [
+            self._ray(), "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(self.gcs_port),
+            "--include-dashboard", "true", "--dashboard-host", "127.0.0.1",
+            "--dashboard-port", str(self.dashboard_port), "--num-cpus", str(self.num_cpus), "--num-gpus", "0",
+            "--temp-dir", str(self.temp_dir), "--disable-usage-stats", "--block",
+        ]
+        for flag, port in ports.items():
+            argv += [flag, str(port)]
+        env = {**os.environ, **BASE_ENV}
+        env.pop("RAY_ADDRESS", None)
+        # Job entrypoints say `python ...`: make that this interpreter, as a cluster image would.
+        env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+        log = open(self.log_path, "wb")  # noqa: SIM115 - closed with the process
+        # --block keeps `ray start` in the foreground as the group leader, so one killpg stops it all.
+        self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+        def died() -> str | None:
+            if self.proc is None or self.proc.poll() is None:
+                return None
+            return f"exit {self.proc.returncode}; last log lines:\n{self._log_tail()}"
+
+        try:
+            wait_until(self._healthy, timeout_seconds, "ray head (dashboard)", died)
+        except Exception:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is not None and proc.poll() is None:
+            # The cluster's state is thrown away, so a graceful drain (~20 s) buys nothing: a short
+            # SIGTERM grace, then the group kill catches everything (raylet, GCS, workers, agents).
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=3)
+            except subprocess.TimeoutExpired:
+                pass
+        if proc is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=5)
+        # FACTS: a stale ray_current_cluster makes the next ray.init() join this dead cluster.
+        for stale in (self.temp_dir / "ray_current_cluster", Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"):
+            with contextlib.suppress(OSError):
+                if stale.is_file() and self.gcs_address in stale.read_text():
+                    stale.unlink()
+
+
+@contextlib.contextmanager
+def running(workdir: Path | None = None, num_cpus: int = 2) -> Iterator[RayHead]:
+    """Start a Ray head, yield it, always stop it (and remove its files when the folder was ours)."""
+    own = workdir is None
+    path = Path(tempfile.mkdtemp(prefix="tl-ray-", dir="/tmp")) if workdir is None else workdir
+    head = RayHead(workdir=path, num_cpus=num_cpus)
+    try:
+        head.start()
+        yield head
+    finally:
+        head.stop()
+        if own:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def main() -> int:
+    workdir = Path(os.environ.get("TUNELOOP_RAY_DIR", tempfile.mkdtemp(prefix="tl-ray-", dir="/tmp")))
+    started = time.monotonic()
+    with running(workdir=workdir, num_cpus=int(os.environ.get("TUNELOOP_RAY_CPUS", "2"))) as head:
+        print(f"ray head ready in {time.monotonic() - started:.1f}s")
+        print(f"export RAY_ADDRESS={head.gcs_address}   # job API: {head.address}")
+        print("export RAY_AUTH_MODE=disabled")
+        with contextlib.suppress(KeyboardInterrupt):
+            signal.pause()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
