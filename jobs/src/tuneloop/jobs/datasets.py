@@ -62,10 +62,13 @@ def resolve(uri: str) -> Location:
     if path is not None:
         return Location(uri, fs.LocalFileSystem(), str(path))
     if uri.startswith("s3://"):
-        try:
-            filesystem, remote = fs.FileSystem.from_uri(uri)
-        except Exception as e:  # pyarrow raises ArrowInvalid / OSError with a readable message
-            raise JobError(ExitCode.DATA_NOT_FOUND, f"{uri}: cannot open S3 location: {e}") from e
+        remote = uri[len("s3://"):].split("?", 1)[0]
+        if not remote.partition("/")[0]:
+            raise JobError(ExitCode.CONFIG_INVALID, f"{uri}: s3:// URIs look like s3://<bucket>/<key>")
+        # Region and endpoint from the environment, never looked up: resolving a bucket's region is a
+        # network call, and S3-compatible stores (MinIO, Ceph) need AWS_ENDPOINT_URL anyway.
+        region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+        filesystem = fs.S3FileSystem(region=region, endpoint_override=os.environ.get("AWS_ENDPOINT_URL") or None)
         return Location(uri, filesystem, remote)
     raise JobError(ExitCode.CONFIG_INVALID,
                    f"{uri}: unsupported dataset URI scheme; use file:///abs/path, pvc://claim/path or s3://bucket/key")

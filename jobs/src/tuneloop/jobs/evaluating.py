@@ -194,7 +194,8 @@ def evaluate_run(request: EvalRequest) -> EvalOutcome:
     baseline_predictions: list[str] = []
     if request.baseline_enabled:
         # The first k examples of the key-sorted training split: the same shots on every rerun.
-        shots = [(e.prompt, e.completion) for e in datasets.read_prepared(Path(request.train_path))[: request.baseline_shots]]
+        train = datasets.read_prepared(Path(request.train_path))
+        shots = [(e.prompt, e.completion) for e in train[: request.baseline_shots]]
         base = modeling.load_for_inference(request.base_model_dir, None, request.method, device)
         few_shot = [prompts.render_few_shot(e.prompt, shots, e.system) for e in held_out]
         baseline, baseline_predictions = _score_model(base, tokenizer, few_shot, references, request, device)

@@ -152,9 +152,12 @@ def run(args: argparse.Namespace, result: JobResult) -> JobResult:
             result.gpu_seconds = (time.monotonic() - train_started) * spec.resources.workers * spec.resources.gpus
         result.resumed_from_checkpoint = outcome.resumed_from
         last = outcome.history[-1]
-        result.train_metrics = {k: float(v) for k, v in last.items()}
-        _log(f"trained: {len(outcome.history)} epochs, train_loss {last['train_loss']:.4f}"
-             + (f", resumed from {outcome.resumed_from}" if outcome.resumed_from else ""))
+        result.train_metrics = {**{k: float(v) for k, v in last.items()},
+                                "first_epoch_train_loss": float(outcome.history[0]["train_loss"]),
+                                "resumed_at_epoch": float(outcome.resumed_at_epoch)}
+        _log(f"trained: {len(outcome.history)} epochs, train_loss {outcome.history[0]['train_loss']:.4f} -> "
+             f"{last['train_loss']:.4f}" + (f", resumed at epoch {outcome.resumed_at_epoch} from "
+                                            f"{outcome.resumed_from}" if outcome.resumed_from else ""))
         tracker.log_history(outcome.history)
 
         trained_dir = outcome.checkpoint_dir / training.MODEL_SUBDIR

@@ -67,6 +67,7 @@ class TrainOutcome:
     checkpoint_dir: Path
     history: list[dict[str, float]]
     resumed_from: str | None
+    resumed_at_epoch: int  # epochs already done when this attempt started (0: a fresh start)
 
 
 def _encode_all(tokenizer: Any, examples: list[datasets.Example], max_len: int) -> list[tuple[list[int], list[int]]]:
@@ -171,7 +172,7 @@ def train_loop_per_worker(config_dict: dict[str, Any]) -> None:
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
 
-    start_epoch, history, resumed_from = 0, [], None
+    start_epoch, history, resumed_from, resumed_at = 0, [], None, 0
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
@@ -180,7 +181,7 @@ def train_loop_per_worker(config_dict: dict[str, Any]) -> None:
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
             start_epoch, history = state["epoch"], state["history"]
-            resumed_from = checkpoint.path
+            resumed_from, resumed_at = checkpoint.path, start_epoch
 
     ddp_model = ray.train.torch.prepare_model(model, move_to_device=False)
     unwrapped = ddp_model.module if hasattr(ddp_model, "module") else ddp_model
@@ -219,7 +220,8 @@ def train_loop_per_worker(config_dict: dict[str, Any]) -> None:
         with torch.no_grad():
             mine = held_out[rank::world]
             for i in range(0, len(mine), cfg.batch_size):
-                batch = {k: v.to(device) for k, v in collate(mine[i: i + cfg.batch_size], tokenizer.pad_token_id).items()}
+                chunk = collate(mine[i: i + cfg.batch_size], tokenizer.pad_token_id)
+                batch = {k: v.to(device) for k, v in chunk.items()}
                 s, n = _loss_sum(unwrapped, batch, autocast)
                 eval_loss_total += float(s)
                 eval_tokens += n
@@ -235,10 +237,11 @@ def train_loop_per_worker(config_dict: dict[str, Any]) -> None:
             "learning_rate": float(scheduler.get_last_lr()[0]),
         }
         history = [*history, metrics]
-        _report(rank, epoch + 1, metrics, history, resumed_from, unwrapped, tokenizer, optimizer, scheduler)
+        resume = {"resumed_from": resumed_from, "resumed_at_epoch": resumed_at}
+        _report(rank, epoch + 1, metrics, history, resume, unwrapped, tokenizer, optimizer, scheduler)
 
 
-def _report(rank: int, epoch: int, metrics: dict[str, float], history: list[dict[str, float]], resumed_from: str | None,
+def _report(rank: int, epoch: int, metrics: dict[str, float], history: list[dict[str, float]], resume: dict[str, Any],
             model: Any, tokenizer: Any, optimizer: Any, scheduler: Any) -> None:
     """Every rank reports; rank 0 attaches the checkpoint (DDP replicas hold the same weights)."""
     import ray.train
@@ -251,7 +254,7 @@ def _report(rank: int, epoch: int, metrics: dict[str, float], history: list[dict
         modeling.save_trained(model, tokenizer, Path(d) / MODEL_SUBDIR)
         torch.save({"trainable": modeling.trainable_state(model), "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(), "epoch": epoch, "history": history}, Path(d) / STATE_FILE)
-        (Path(d) / HISTORY_FILE).write_text(json.dumps({"resumed_from": resumed_from, "epochs": history}))
+        (Path(d) / HISTORY_FILE).write_text(json.dumps({**resume, "epochs": history}))
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
 
 
@@ -266,7 +269,7 @@ def init_ray() -> None:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(address="auto", log_to_driver=True)
     else:
-        ray.init(include_dashboard=False)
+        ray.init()
 
 
 def fit(cfg: LoopConfig, workers: int, gpus_per_worker: int, storage_dir: Path) -> TrainOutcome:
@@ -302,11 +305,12 @@ def fit(cfg: LoopConfig, workers: int, gpus_per_worker: int, storage_dir: Path) 
         local = Path(d)
         meta = json.loads((local / HISTORY_FILE).read_text())
     return TrainOutcome(checkpoint_dir=Path(result.checkpoint.path), history=meta["epochs"],
-                        resumed_from=meta["resumed_from"])
+                        resumed_from=meta["resumed_from"], resumed_at_epoch=int(meta["resumed_at_epoch"]))
 
 
 def _job_error_in(error: BaseException) -> JobError | None:
-    """A JobError raised inside a worker (e.g. qlora without a GPU) keeps its code and message."""
+    """A JobError raised inside a worker (e.g. LoRA target modules the model lacks) keeps its code:
+    search the exception's causes and Ray Train's per-worker failures for one."""
     seen: set[int] = set()
     stack: list[BaseException] = [error]
     while stack:
@@ -315,21 +319,9 @@ def _job_error_in(error: BaseException) -> JobError | None:
             continue
         seen.add(id(e))
         if isinstance(e, JobError):
-            return JobError(e.code, e.message)
-        for attr in ("__cause__", "__context__", "cause"):
-            nxt = getattr(e, attr, None)
-            if isinstance(nxt, BaseException):
-                stack.append(nxt)
-        for nested in getattr(e, "worker_failures", {}).values() if isinstance(
-                getattr(e, "worker_failures", None), dict) else []:
-            if isinstance(nested, BaseException):
-                stack.append(nested)
-    text = str(error)
-    for code in ExitCode:
-        from tuneloop.jobs.errors import REASONS
-
-        reason = REASONS.get(code)
-        if reason and f"{reason}: " in text and code not in (ExitCode.INTERNAL, ExitCode.TRAINING_FAILED):
-            message = text.split(f"{reason}: ", 1)[1].splitlines()[0]
-            return JobError(code, message)
+            return e
+        stack += [x for x in (e.__cause__, e.__context__, getattr(e, "cause", None)) if isinstance(x, BaseException)]
+        failures = getattr(e, "worker_failures", None)
+        if isinstance(failures, dict):
+            stack += [x for x in failures.values() if isinstance(x, BaseException)]
     return None

@@ -1,0 +1,1 @@
+"""Unit tables for the training job pure logic."""
