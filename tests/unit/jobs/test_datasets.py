@@ -50,7 +50,8 @@ BAD = [
      ExitCode.DATA_ALL_DUPLICATES, ["4 records", "only 1 distinct", "3 exact or normalised"]),
     ("chat without assistant", [{"messages": [{"role": "user", "content": "hi"}]}], {"format": "chat"},
      ExitCode.DATA_INVALID, ["line 1", "role 'assistant'"]),
-    ("eval set empty", rows(2), {"evalFraction": 0.001}, ExitCode.EVAL_SET_EMPTY, ["held-out set empty", "evalFraction"]),
+    ("eval set empty", rows(2), {"evalFraction": 0.001}, ExitCode.EVAL_SET_EMPTY,
+     ["held-out set empty", "evalFraction"]),
 ]
 
 
@@ -106,7 +107,7 @@ def test_prepare_parquet_folder_via_pvc(tmp_path: Path, monkeypatch: pytest.Monk
     folder = tmp_path / "claim" / "set"
     folder.mkdir(parents=True)
     pq.write_table(pa.Table.from_pylist(rows(20)), folder / "a.parquet")
-    pq.write_table(pa.Table.from_pylist(rows(20, start=20) + [{"prompt": "mail me at a@b.com", "completion": "x"}]),
+    pq.write_table(pa.Table.from_pylist([*rows(20, start=20), {"prompt": "mail me at a@b.com", "completion": "x"}]),
                    folder / "b.parquet")
     spec = DatasetSpec.model_validate({"uri": "pvc://claim/set", "evalFraction": 0.25})
     prepared = datasets.prepare(spec, tmp_path / "out")

@@ -1,0 +1,278 @@
+"""The training job end to end on CPU: a real Ray head and a real MLflow tracking server on loopback,
+the tiny Llama with its locally trained tokenizer, and the synthetic invoice task.
+
+Stories: (1) a job submitted through the Ray job API (the controller's ExistingCluster path) trains on
+two Ray Train workers, the loss falls, held-out and baseline metrics reach the result and MLflow, and
+the logged model loads and answers; (2) a driver killed after its first checkpoint is started again
+and resumes from that checkpoint, in the same MLflow run, with the same split and dataset hash as (1);
+(3) every bad-data and bad-config case ends with its own exit code, a message naming file/row/field,
+a Failed JobResult, and no MLflow run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tuneloop.api.results import JobResult
+from tuneloop.devenv import mlflow_server, ray_head, tinymodel
+from tuneloop.jobs import train
+from tuneloop.jobs.errors import ExitCode
+
+pytestmark = pytest.mark.e2e
+
+EXPERIMENT = "tuneloop/e2e-invoices"
+
+
+@dataclass
+class Services:
+    tracking_uri: str
+    ray: ray_head.RayHead
+    model_dir: Path
+    data_path: Path
+    workdir: Path
+
+
+@pytest.fixture(scope="module")
+def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
+    """MLflow server, Ray head (started side by side: each takes seconds) and the tiny model + data."""
+    workdir = tmp_path_factory.mktemp("train-e2e")
+    # The Ray temp dir holds unix sockets (107-byte path limit), so it stays short and outside tmp_path.
+    ray_dir = Path(f"/tmp/tl-e2e-{os.getpid()}")
+    mlflow_srv, head = mlflow_server.MlflowServer(workdir / "mlflow"), ray_head.RayHead(ray_dir, num_cpus=3)
+    with contextlib.ExitStack() as stack:
+        stack.callback(shutil.rmtree, ray_dir, True)
+        stack.callback(head.stop)
+        stack.callback(mlflow_srv.stop)
+        errors: list[BaseException] = []
+
+        def start(service: Any) -> None:
+            try:
+                service.start()
+            except BaseException as e:
+                errors.append(e)
+
+        threads = [threading.Thread(target=start, args=(s,)) for s in (mlflow_srv, head)]
+        for t in threads:
+            t.start()
+        model_dir = tinymodel.build_model(workdir / "model")
+        data_path = tinymodel.write_jsonl(workdir / "data" / "invoices.jsonl",
+                                          tinymodel.invoice_examples(96, seed=3, pii_every=8))
+        for t in threads:
+            t.join()
+        if errors:
+            raise errors[0]
+        yield Services(mlflow_srv.tracking_uri, head, model_dir, data_path, workdir)
+
+
+def make_spec(s: Services, **overrides: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "baseModel": {"uri": f"file://{s.model_dir}"},
+        "method": "lora",
+        "lora": {"rank": 8, "alpha": 16, "dropout": 0.0, "targetModules": ["q_proj", "k_proj", "v_proj", "o_proj"]},
+        "dataset": {"uri": f"file://{s.data_path}", "evalFraction": 0.15, "splitSeed": "e2e"},
+        "training": {"epochs": 2, "learningRate": 0.02, "batchSize": 8, "maxSeqLength": 160, "seed": 7},
+        "resources": {"workers": 2},
+        "evaluation": {"maxNewTokens": 40, "maxExamples": 6, "baseline": {"enabled": True, "shots": 2}},
+        "registry": {"modelName": "invoices-e2e"},
+    }
+    for key, value in overrides.items():
+        spec[key] = {**spec[key], **value} if isinstance(value, dict) else value
+    return spec
+
+
+def job_argv(spec: dict[str, Any] | str, storage: Path, result: Path, tracking_uri: str, run_name: str) -> list[str]:
+    return ["--spec", spec if isinstance(spec, str) else json.dumps(spec), "--storage", str(storage),
+            "--result", str(result), "--tracking-uri", tracking_uri, "--experiment", EXPERIMENT,
+            "--run-name", run_name, "--tag", "tuneloop.finetune.uid=uid-123", "--tag", "tuneloop.run.number=1"]
+
+
+def read_result(path: Path) -> JobResult:
+    return JobResult.model_validate_json(path.read_text())
+
+
+def mlflow_client(uri: str) -> Any:
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+@pytest.fixture(scope="module")
+def submitted_run(services: Services) -> tuple[JobResult, Path, str]:
+    """Story 1, run once: the job submitted to the Ray head's job API, as the controller does."""
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    storage, result_path = services.workdir / "run-1", services.workdir / "run-1-result.json"
+    argv = job_argv(make_spec(services), storage, result_path, services.tracking_uri, "run-1")
+    client = JobSubmissionClient(services.ray.address)
+    job_id = client.submit_job(entrypoint="python -m tuneloop.jobs.train " + shlex.join(argv),
+                               runtime_env={"env_vars": {"MLFLOW_DISABLE_TELEMETRY": "true"}})
+    deadline = time.monotonic() + 420
+    while not client.get_job_status(job_id).is_terminal():
+        assert time.monotonic() < deadline, f"job {job_id} still running:\n{client.get_job_logs(job_id)[-3000:]}"
+        time.sleep(1)
+    logs = client.get_job_logs(job_id)
+    assert client.get_job_status(job_id) == JobStatus.SUCCEEDED, logs[-5000:]
+    return read_result(result_path), storage, logs
+
+
+def test_submitted_job_trains_evaluates_and_logs(submitted_run, services: Services) -> None:
+    result, storage, logs = submitted_run
+    assert result.status == "Succeeded" and result.exit_code == 0
+    assert result.train_metrics["train_loss"] < result.train_metrics["first_epoch_train_loss"], logs[-3000:]
+    assert result.train_metrics["epoch"] == 2.0 and result.train_metrics["train_tokens_per_second"] > 0
+    for metrics in (result.metrics, result.baseline_metrics):
+        assert set(metrics) == {"exact_match", "json_valid", "field_f1", "loss"}
+        assert all(0.0 <= metrics[m] <= 1.0 for m in ("exact_match", "json_valid", "field_f1"))
+        assert metrics["loss"] > 0
+    # Fine-tuning must have moved the answer loss below the untrained base's few-shot loss.
+    assert result.metrics["loss"] < result.baseline_metrics["loss"]
+    assert result.resumed_from_checkpoint is None and result.duration_seconds and result.duration_seconds > 0
+
+    ds = result.dataset
+    assert ds is not None and ds.total_rows == 96 and ds.train_rows + ds.eval_rows == 96 and ds.eval_rows > 0
+    assert ds.pii_redactions == {"email": 12, "phone": 12}
+    held_out = Path(ds.held_out_uri.removeprefix("file://"))
+    assert held_out.is_file() and held_out.read_text().count("\n") == ds.eval_rows
+    assert "@example.com" not in held_out.read_text() + (storage / "data" / "train.jsonl").read_text()
+
+    client = mlflow_client(services.tracking_uri)
+    run = client.get_run(result.run_id)
+    assert run.info.status == "FINISHED" and run.info.run_name == "run-1"
+    tags = run.data.tags
+    assert tags["tuneloop.dataset.hash"] == ds.hash and tags["tuneloop.finetune.uid"] == "uid-123"
+    assert tags["tuneloop.dataset.eval_rows"] == str(ds.eval_rows) and tags["tuneloop.method"] == "lora"
+    assert run.data.params["training.epochs"] == "2" and run.data.params["lora.rank"] == "8"
+    losses = [m.value for m in sorted(client.get_metric_history(result.run_id, "train_loss"), key=lambda m: m.step)]
+    assert len(losses) == 2 and losses[-1] < losses[0]
+    assert run.data.metrics["eval_exact_match"] == result.metrics["exact_match"]
+    assert run.data.metrics["baseline_loss"] == result.baseline_metrics["loss"]
+    artifacts = {a.path for a in client.list_artifacts(result.run_id, "dataset")}
+    assert artifacts == {"dataset/held_out.jsonl"}
+
+    import mlflow.pyfunc
+
+    assert result.model_uri and result.model_uri.startswith("models:/")
+    mlflow.set_tracking_uri(services.tracking_uri)
+    model = mlflow.pyfunc.load_model(result.model_uri)
+    answers = model.predict(["Extract the fields.\nInvoice INV-1 from Acme, dated 2026-01-02."],
+                            params={"max_new_tokens": 8})
+    assert len(answers) == 1 and isinstance(answers[0], str)
+
+
+def test_killed_job_resumes_from_its_checkpoint(submitted_run, services: Services) -> None:
+    first, _, _ = submitted_run
+    storage, result_path = services.workdir / "run-2", services.workdir / "run-2-result.json"
+    spec = make_spec(services, training={"epochs": 6})
+    spec_file = services.workdir / "run-2-spec.json"
+    spec_file.write_text(json.dumps(spec))
+    argv = [sys.executable, "-m", "tuneloop.jobs.train",
+            *job_argv(str(spec_file), storage, result_path, services.tracking_uri, "run-2")]
+    env = {**os.environ, **services.ray.env}
+    snapshot = storage / "ray" / "train" / "checkpoint_manager_snapshot.json"
+    log1 = services.workdir / "run-2-attempt-1.log"
+    with log1.open("wb") as out:
+        proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 240
+        while not snapshot.is_file():
+            assert proc.poll() is None, f"job ended before its first checkpoint:\n{log1.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, "no checkpoint within 240 s"
+            time.sleep(0.1)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    assert not result_path.exists(), "the killed attempt must not have finished"
+    killed_run_id = json.loads((storage / "mlflow_run.json").read_text())["run_id"]
+
+    again = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=420)
+    assert again.returncode == 0, again.stderr[-5000:]
+    result = read_result(result_path)
+    resumed_at = result.train_metrics["resumed_at_epoch"]
+    assert result.resumed_from_checkpoint and 1 <= resumed_at < 6, again.stderr[-3000:]
+    assert f"resumed at epoch {int(resumed_at)}" in again.stderr
+    assert result.train_metrics["epoch"] == 6.0
+    assert result.run_id == killed_run_id
+
+    # Same data and seed as story 1: same split, same hash, byte-identical frozen held-out set.
+    assert result.dataset and first.dataset
+    assert result.dataset.hash == first.dataset.hash
+    assert (storage / "data" / "held_out.jsonl").read_bytes() == Path(
+        first.dataset.held_out_uri.removeprefix("file://")).read_bytes()
+    history = mlflow_client(services.tracking_uri).get_metric_history(result.run_id, "train_loss")
+    assert sorted(m.step for m in history) == [1, 2, 3, 4, 5, 6]
+
+
+BAD_CASES = [
+    # (name, file content or None, spec overrides, exit code, reason, message substrings)
+    ("missing field", b'{"prompt": "a", "completion": "b"}\n{"prompt": "c"}\n', {}, ExitCode.DATA_INVALID,
+     "DataInvalid", ["line 2", "'completion' is missing"]),
+    ("empty file", b"", {}, ExitCode.DATA_EMPTY, "DataEmpty", ["no records"]),
+    ("invalid utf-8", b'{"prompt": "a", "completion": "b"}\n{"prompt": "\xff", "completion": "c"}\n', {},
+     ExitCode.DATA_ENCODING, "DataEncodingInvalid", ["line 2", "invalid UTF-8"]),
+    ("all duplicates", b'{"prompt": "a", "completion": "b"}\n{"prompt": " A", "completion": "b"}\n', {},
+     ExitCode.DATA_ALL_DUPLICATES, "DataAllDuplicates", ["only 1 distinct"]),
+    ("eval set empty", None, {"dataset": {"evalFraction": 0.0001}}, ExitCode.EVAL_SET_EMPTY, "EvalSetEmpty",
+     ["held-out set empty"]),
+    ("bad config", None, {"training": {"epochs": 0}}, ExitCode.CONFIG_INVALID, "ConfigInvalid",
+     ["spec.training.epochs"]),
+    ("dpo", None, {"method": "dpo", "dataset": {"format": "preference"}}, ExitCode.METHOD_NOT_IMPLEMENTED,
+     "MethodNotImplemented", ["dpo is not implemented yet"]),
+    ("qlora on cpu", None, {"method": "qlora"}, ExitCode.RESOURCES_UNAVAILABLE, "ResourcesUnavailable",
+     ["needs a CUDA GPU"]),
+    ("missing base model", None, {"baseModel": {"uri": "file:///nonexistent/model"}}, ExitCode.MODEL_NOT_FOUND,
+     "ModelNotFound", ["/nonexistent/model", "config.json"]),
+]
+
+
+@pytest.mark.parametrize(("content", "overrides", "code", "reason", "needles"), [c[1:] for c in BAD_CASES],
+                         ids=[c[0] for c in BAD_CASES])
+def test_bad_input_fails_with_its_code(services: Services, tmp_path: Path, content: bytes | None,
+                                       overrides: dict[str, Any], code: ExitCode, reason: str,
+                                       needles: list[str]) -> None:
+    data = services.data_path
+    if content is not None:
+        data = tmp_path / "bad.jsonl"
+        data.write_bytes(content)
+    spec = make_spec(services, dataset={"uri": f"file://{data}"})
+    for key, value in overrides.items():
+        spec[key] = {**spec[key], **value} if isinstance(value, dict) and key in spec else value
+    result_path = tmp_path / "result.json"
+    # In-process main(): the same code path as the CLI minus interpreter start-up (the process exit
+    # code itself is checked by the subprocess case below).
+    assert train.main(job_argv(spec, tmp_path / "storage", result_path, services.tracking_uri, "bad")) == code
+    result = read_result(result_path)
+    assert (result.status, result.exit_code, result.reason) == ("Failed", int(code), reason)
+    for needle in needles:
+        assert needle in (result.message or "")
+    if content is not None:
+        assert str(data) in (result.message or "")
+    assert result.model_uri is None and result.run_id is None
+    experiment = mlflow_client(services.tracking_uri).get_experiment_by_name(EXPERIMENT)
+    if experiment is not None:
+        client = mlflow_client(services.tracking_uri)
+        assert client.search_runs([experiment.experiment_id], "attributes.run_name = 'bad'") == []
+
+
+def test_process_exit_code_and_stderr_name_the_row(services: Services, tmp_path: Path) -> None:
+    data = tmp_path / "bad.jsonl"
+    data.write_text('{"prompt": "a", "completion": "b"}\n{"prompt": "c", "completion": 3}\n')
+    spec = make_spec(services, dataset={"uri": f"file://{data}"})
+    proc = subprocess.run([sys.executable, "-m", "tuneloop.jobs.train",
+                           *job_argv(spec, tmp_path / "s", tmp_path / "r.json", services.tracking_uri, "bad")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == ExitCode.DATA_INVALID
+    assert f"{data} line 2: field 'completion' must be a string, got int" in proc.stderr
+    assert read_result(tmp_path / "r.json").reason == "DataInvalid"
