@@ -38,6 +38,7 @@ REASON_RETRYING = "Retrying"  # a failed attempt is being retried (within backof
 REASON_JOB_FAILED = "JobFailed"  # the Ray job failed and backoffLimit is exhausted
 REASON_DEADLINE_EXCEEDED = "DeadlineExceeded"  # activeDeadlineSeconds passed
 REASON_REGISTERING = "Registering"  # writing the version to MLflow
+REASON_RESULT_MISSING = "ResultMissing"  # the job succeeded but its result cannot be found (yet)
 REASON_REGISTRY_UNAVAILABLE = "RegistryUnavailable"  # MLflow unreachable; retried with backoff
 REASON_RAY_UNAVAILABLE = "RayUnavailable"  # the Ray job API is unreachable; retried with backoff
 REASON_PROMOTED = "Promoted"  # beat baseline and champion: holds the champion alias

@@ -36,6 +36,7 @@ TAG_FINETUNE_UID = "tuneloop.finetune.uid"
 TAG_FINETUNE_NAME = "tuneloop.finetune.name"
 TAG_FINETUNE_NAMESPACE = "tuneloop.finetune.namespace"
 TAG_RUN_NUMBER = "tuneloop.run.number"
+TAG_RUN_ATTEMPT = "tuneloop.run.attempt"
 TAG_SPEC_GENERATION = "tuneloop.spec.generation"
 TAG_DATASET_HASH = "tuneloop.dataset.hash"
 TAG_DATASET_URI = "tuneloop.dataset.uri"
@@ -44,6 +45,9 @@ TAG_BASE_MODEL_REVISION = "tuneloop.base_model.revision"
 TAG_METHOD = "tuneloop.method"
 TAG_OPERATOR_VERSION = "tuneloop.operator.version"
 TAG_EVAL_METRIC_PREFIX = "tuneloop.eval."
+# The training job logs its JobResult under this artifact name on its MLflow run (tagged with the
+# FineTune uid, run number and attempt), so the controller can read it when the job ran in a pod.
+RESULT_ARTIFACT = "tuneloop-result.json"
 
 ALIAS_CHAMPION = "champion"
 ALIAS_CHALLENGER = "challenger"

@@ -282,6 +282,10 @@ class RunStatus(ApiModel):
     generation: int = Field(description="metadata.generation the run trains.")
     trigger: str | None = Field(default=None, description="Why the run started: spec, or retrain:<request id>.")
     mode: LaunchMode | None = Field(default=None, description="RayJob or ExistingCluster.")
+    spec_hash: str | None = Field(
+        default=None,
+        description="sha256 of the spec the run trains (every field but suspend); a different hash starts a new run.",
+    )
     attempt: int = Field(default=0, description="Attempt number within the run, 1-based once launched.")
     ray_job_name: str | None = Field(default=None, description="RayJob name (RayJob mode).")
     submission_id: str | None = Field(default=None, description="Ray job submission id.")

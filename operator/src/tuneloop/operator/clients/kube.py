@@ -1,0 +1,181 @@
+"""Kubernetes access for the controller: the FineTune, its status, and its children (ConfigMap, RayJob).
+
+The official client is synchronous; calls run on a bounded thread pool of their own so hundreds of
+FineTunes reconcile concurrently without starving kopf's executor. Responses of creates and deletes
+are not deserialised (`_preload_content=False`): the controller never reads them, and skipping the
+model conversion is most of the client's CPU time. Events go through kopf's poster (`KopfEvents`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Protocol, TypeVar
+
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+from kubernetes.client.exceptions import ApiException
+from urllib3.exceptions import HTTPError
+
+from tuneloop.api import constants
+from tuneloop.operator.clients.errors import ClientError, Rejected, Unavailable
+
+RAY_GROUP, RAY_VERSION, RAYJOB_PLURAL = "ray.io", "v1", "rayjobs"
+T = TypeVar("T")
+
+
+class Kube(Protocol):
+    """What the FineTune controller needs from the apiserver."""
+
+    async def get_finetune(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+    async def write_finetune_status(self, namespace: str, name: str, status: dict[str, Any]) -> None: ...
+    async def ensure_configmap(self, body: dict[str, Any]) -> None: ...
+    async def ensure_rayjob(self, body: dict[str, Any]) -> None: ...
+    async def get_rayjob(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+    async def delete_rayjob(self, namespace: str, name: str) -> None: ...
+    async def delete_children(self, namespace: str, label_selector: str, owner_uid: str) -> int: ...
+
+
+class Events(Protocol):
+    """Kubernetes Events about an object."""
+
+    def emit(self, body: dict[str, Any], type_: str, reason: str, message: str) -> None: ...
+
+
+def _translate(e: Exception, what: str) -> ClientError:
+    if isinstance(e, ApiException):
+        text = (e.body or b"").decode(errors="replace") if isinstance(e.body, bytes) else str(e.body or e.reason)
+        with contextlib.suppress(ValueError, AttributeError):
+            text = json.loads(text).get("message", text)
+        if e.status == 404 and "the server could not find the requested resource" in text:
+            return Rejected(f"{what}: the kind is not installed ({text}); install KubeRay's CRDs", "kubernetes")
+        if e.status in (429, 500, 502, 503, 504):
+            return Unavailable(f"{what}: apiserver answered {e.status}: {text}", "kubernetes")
+        return Rejected(f"{what}: apiserver answered {e.status}: {text}", "kubernetes")
+    return Unavailable(f"{what}: {type(e).__name__}: {e}", "kubernetes")
+
+
+class RealKube:
+    """`Kube` over the official client, on its own thread pool."""
+
+    def __init__(self, api_client: k8s.ApiClient, threads: int = 16) -> None:
+        self._api = api_client
+        self._custom = k8s.CustomObjectsApi(api_client)
+        self._core = k8s.CoreV1Api(api_client)
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="tuneloop-kube")
+
+    @classmethod
+    def from_environment(cls, threads: int = 16) -> RealKube:
+        """In-cluster credentials, else $KUBECONFIG / ~/.kube/config (like kopf's own login)."""
+        configuration = k8s.Configuration()
+        try:
+            k8s_config.load_incluster_config(client_configuration=configuration)
+        except k8s_config.ConfigException:
+            # KUBECONFIG is read now, not when the kubernetes package was imported.
+            k8s_config.load_kube_config(config_file=os.environ.get("KUBECONFIG"), client_configuration=configuration)
+        configuration.connection_pool_maxsize = threads
+        return cls(k8s.ApiClient(configuration), threads)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._api.close()
+
+    async def _call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._pool, lambda: fn(*args, **kwargs))
+        except (ApiException, HTTPError, OSError) as e:
+            raise _translate(e, what) from e
+
+    async def _get_or_none(self, what: str, fn: Callable[..., T], *args: Any) -> T | None:
+        try:
+            return await self._call(what, fn, *args)
+        except Rejected as e:
+            if isinstance(e.__cause__, ApiException) and e.__cause__.status == 404 and "not installed" not in str(e):
+                return None
+            raise
+
+    async def get_finetune(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return await self._get_or_none(
+            f"get FineTune {namespace}/{name}", self._custom.get_namespaced_custom_object,
+            constants.GROUP, constants.VERSION, namespace, constants.FINETUNE_PLURAL, name,
+        )
+
+    async def write_finetune_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        # JSON patch `add /status` replaces the whole status, so fields the decision dropped are gone.
+        await self._call(
+            f"write status of FineTune {namespace}/{name}",
+            self._custom.patch_namespaced_custom_object_status,
+            constants.GROUP, constants.VERSION, namespace, constants.FINETUNE_PLURAL, name,
+            [{"op": "add", "path": "/status", "value": status}], _preload_content=False,
+            _content_type="application/json-patch+json",
+        )
+
+    async def _ensure(self, what: str, fn: Callable[..., Any], *args: Any) -> None:
+        try:
+            await self._call(what, fn, *args, _preload_content=False)
+        except Rejected as e:
+            if isinstance(e.__cause__, ApiException) and e.__cause__.status == 409:
+                return  # created before (by us: names are deterministic)
+            raise
+
+    async def ensure_configmap(self, body: dict[str, Any]) -> None:
+        meta = body["metadata"]
+        await self._ensure(f"create ConfigMap {meta['namespace']}/{meta['name']}",
+                           self._core.create_namespaced_config_map, meta["namespace"], body)
+
+    async def ensure_rayjob(self, body: dict[str, Any]) -> None:
+        meta = body["metadata"]
+        await self._ensure(f"create RayJob {meta['namespace']}/{meta['name']}",
+                           self._custom.create_namespaced_custom_object,
+                           RAY_GROUP, RAY_VERSION, meta["namespace"], RAYJOB_PLURAL, body)
+
+    async def get_rayjob(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return await self._get_or_none(
+            f"get RayJob {namespace}/{name}", self._custom.get_namespaced_custom_object,
+            RAY_GROUP, RAY_VERSION, namespace, RAYJOB_PLURAL, name,
+        )
+
+    async def delete_rayjob(self, namespace: str, name: str) -> None:
+        try:
+            await self._call(f"delete RayJob {namespace}/{name}", self._custom.delete_namespaced_custom_object,
+                             RAY_GROUP, RAY_VERSION, namespace, RAYJOB_PLURAL, name,
+                             propagation_policy="Background", _preload_content=False)
+        except Rejected as e:
+            if not (isinstance(e.__cause__, ApiException) and e.__cause__.status == 404):
+                raise
+
+    async def delete_children(self, namespace: str, label_selector: str, owner_uid: str) -> int:
+        """Delete the RayJobs and ConfigMaps we made for one FineTune (checked by ownerReference uid)."""
+        def owned(meta: dict[str, Any]) -> bool:
+            return any(ref.get("uid") == owner_uid for ref in meta.get("ownerReferences") or [])
+
+        deleted = 0
+        try:
+            jobs = await self._call(f"list RayJobs in {namespace}", self._custom.list_namespaced_custom_object,
+                                    RAY_GROUP, RAY_VERSION, namespace, RAYJOB_PLURAL, label_selector=label_selector)
+        except Rejected as e:
+            if "not installed" not in str(e):
+                raise
+            jobs = {"items": []}
+        for item in jobs.get("items", []):
+            if owned(item["metadata"]):
+                await self.delete_rayjob(namespace, item["metadata"]["name"])
+                deleted += 1
+        maps = await self._call(f"list ConfigMaps in {namespace}", self._core.list_namespaced_config_map,
+                                namespace, label_selector=label_selector, _preload_content=False)
+        for item in json.loads(maps.data).get("items", []):
+            if owned(item["metadata"]):
+                try:
+                    await self._call(f"delete ConfigMap {namespace}/{item['metadata']['name']}",
+                                     self._core.delete_namespaced_config_map, item["metadata"]["name"], namespace,
+                                     _preload_content=False)
+                    deleted += 1
+                except Rejected as e:
+                    if not (isinstance(e.__cause__, ApiException) and e.__cause__.status == 404):
+                        raise
+        return deleted

@@ -1,0 +1,189 @@
+"""The MLflow tracking server and model registry: find a job's result, register a version once,
+read and move aliases.
+
+mlflow is imported lazily (it is large and the operator may never touch a registry), and its calls
+are synchronous, so they run on a small thread pool with a deadline. Its own HTTP retries are bounded
+by MLFLOW_HTTP_REQUEST_TIMEOUT / MLFLOW_HTTP_REQUEST_MAX_RETRIES, which `configure_http` sets from the
+operator's settings before the first call. Versions are found again by their FineTune uid + run
+tags (`search_model_versions`), never by remembering a version number in memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import tempfile
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+from tuneloop.api import constants
+from tuneloop.api.results import JobResult
+from tuneloop.operator.clients.errors import ClientError, Rejected, Unavailable
+from tuneloop.operator.logic.reconciling import VersionInfo
+
+SYSTEM = "mlflow"
+T = TypeVar("T")
+NOT_FOUND_CODES = frozenset({"RESOURCE_DOES_NOT_EXIST", "NOT_FOUND"})
+REFUSED_CODES = frozenset({"INVALID_PARAMETER_VALUE", "PERMISSION_DENIED", "UNAUTHENTICATED", "BAD_REQUEST"})
+
+
+class Registry(Protocol):
+    """What the controller needs from MLflow."""
+
+    async def find_result(self, tracking_uri: str, experiment: str, uid: str, run: int, attempt: int
+                          ) -> JobResult | None: ...
+    async def find_version(self, tracking_uri: str, model: str, uid: str, run: int) -> VersionInfo | None: ...
+    async def register_version(self, tracking_uri: str, model: str, source: str, run_id: str | None,
+                               tags: dict[str, str], description: str) -> VersionInfo: ...
+    async def get_alias(self, tracking_uri: str, model: str, alias: str) -> VersionInfo | None: ...
+    async def set_alias(self, tracking_uri: str, model: str, alias: str, version: str) -> None: ...
+
+
+def configure_http(timeout_seconds: float, retries: int) -> None:
+    """Bound mlflow's own HTTP retries (defaults: 120 s timeout, 7 retries with backoff: minutes)."""
+    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(max(int(timeout_seconds), 1))
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(retries)
+    os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] = "1"
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("'", "\\'") + "'"
+
+
+def version_filter(model: str, uid: str, run: int) -> str:
+    """search_model_versions filter for the version of one run; dotted tag keys need backticks."""
+    return (f"name = {_quote(model)} and tag.`{constants.TAG_FINETUNE_UID}` = {_quote(uid)} "
+            f"and tag.`{constants.TAG_RUN_NUMBER}` = {_quote(str(run))}")
+
+
+def run_filter(uid: str, run: int, attempt: int) -> str:
+    return (f"tags.`{constants.TAG_FINETUNE_UID}` = {_quote(uid)} and tags.`{constants.TAG_RUN_NUMBER}` = "
+            f"{_quote(str(run))} and tags.`{constants.TAG_RUN_ATTEMPT}` = {_quote(str(attempt))}")
+
+
+def _info(mv: Any) -> VersionInfo:
+    return VersionInfo(name=mv.name, version=str(mv.version), run_id=mv.run_id, source=mv.source,
+                       aliases=tuple(getattr(mv, "aliases", None) or ()), tags=dict(mv.tags or {}))
+
+
+def _translate(e: Exception, what: str) -> ClientError:
+    code = getattr(e, "error_code", None)
+    text = str(e)[:600]
+    if code in REFUSED_CODES:
+        return Rejected(f"MLflow refused to {what}: {text}", SYSTEM)
+    return Unavailable(f"MLflow could not {what}: {text}", SYSTEM)
+
+
+class MlflowRegistry:
+    """`Registry` over the mlflow client, on its own threads, with a deadline per call."""
+
+    def __init__(self, timeout_seconds: float = 10.0, retries: int = 2, threads: int = 4) -> None:
+        configure_http(timeout_seconds, retries)
+        self._deadline = timeout_seconds * (retries + 1) + 5
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="tuneloop-mlflow")
+        self._global_lock = threading.Lock()  # mlflow.register_model reads the global tracking URI
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    async def _call(self, what: str, fn: Callable[[], T]) -> T:
+        loop = asyncio.get_running_loop()
+        try:
+            return await asyncio.wait_for(loop.run_in_executor(self._pool, fn), self._deadline)
+        except TimeoutError as e:
+            raise Unavailable(f"MLflow did not answer to {what} within {self._deadline:.0f}s", SYSTEM) from e
+        except ClientError:
+            raise
+        except Exception as e:  # mlflow raises MlflowException, requests' and OS errors
+            raise _translate(e, what) from e
+
+    @staticmethod
+    def _client(tracking_uri: str) -> Any:
+        from mlflow.tracking import MlflowClient
+
+        return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+    @staticmethod
+    def _none_if_missing(fn: Callable[[], T]) -> T | None:
+        try:
+            return fn()
+        except Exception as e:
+            if getattr(e, "error_code", None) in NOT_FOUND_CODES:
+                return None
+            raise
+
+    async def find_result(self, tracking_uri: str, experiment: str, uid: str, run: int, attempt: int
+                          ) -> JobResult | None:
+        def find() -> JobResult | None:
+            client = self._client(tracking_uri)
+            exp = self._none_if_missing(lambda: client.get_experiment_by_name(experiment))
+            if exp is None:
+                return None
+            runs = client.search_runs([exp.experiment_id], filter_string=run_filter(uid, run, attempt),
+                                      order_by=["attributes.start_time DESC"], max_results=5)
+            for found in runs:
+                with tempfile.TemporaryDirectory(prefix="tuneloop-result-") as tmp:
+                    path = self._none_if_missing(
+                        lambda r=found, d=tmp: client.download_artifacts(r.info.run_id, constants.RESULT_ARTIFACT, d))
+                    if path and Path(path).is_file():
+                        return JobResult.model_validate(json.loads(Path(path).read_text()))
+            return None
+
+        return await self._call(f"find the result of run {run} attempt {attempt} in experiment {experiment!r}", find)
+
+    async def find_version(self, tracking_uri: str, model: str, uid: str, run: int) -> VersionInfo | None:
+        def find() -> VersionInfo | None:
+            client = self._client(tracking_uri)
+            found = self._none_if_missing(lambda: client.search_model_versions(version_filter(model, uid, run)))
+            if not found:
+                return None
+            first = min(found, key=lambda mv: int(mv.version))  # a duplicate can only come from a race
+            # search_model_versions leaves aliases out; get_model_version has them.
+            return _info(client.get_model_version(model, first.version))
+
+        return await self._call(f"search versions of {model!r} for run {run}", find)
+
+    async def register_version(self, tracking_uri: str, model: str, source: str, run_id: str | None,
+                               tags: dict[str, str], description: str) -> VersionInfo:
+        existing = await self.find_version(tracking_uri, model, tags[constants.TAG_FINETUNE_UID],
+                                           int(tags[constants.TAG_RUN_NUMBER]))
+        if existing is not None:
+            return existing
+
+        def register() -> VersionInfo:
+            import mlflow
+
+            with self._global_lock:
+                mlflow.set_tracking_uri(tracking_uri)
+                mlflow.set_registry_uri(tracking_uri)
+                # Tags are written with the version in one request: a crash cannot leave an untagged
+                # version that a retry would fail to find and register again.
+                mv = mlflow.register_model(source, model, await_registration_for=0, tags=tags)
+            client = self._client(tracking_uri)
+            client.update_model_version(model, mv.version, description=description)
+            return _info(client.get_model_version(model, mv.version))
+
+        return await self._call(f"register {source} as a version of {model!r}", register)
+
+    async def get_alias(self, tracking_uri: str, model: str, alias: str) -> VersionInfo | None:
+        def get() -> VersionInfo | None:
+            client = self._client(tracking_uri)
+            try:
+                mv = self._none_if_missing(lambda: client.get_model_version_by_alias(model, alias))
+            except Exception as e:
+                # An alias nobody set yet is INVALID_PARAMETER_VALUE "... alias champion not found".
+                if getattr(e, "error_code", None) == "INVALID_PARAMETER_VALUE" and "not found" in str(e):
+                    return None
+                raise
+            return _info(mv) if mv is not None else None
+
+        return await self._call(f"read alias {alias!r} of {model!r}", get)
+
+    async def set_alias(self, tracking_uri: str, model: str, alias: str, version: str) -> None:
+        await self._call(f"set alias {alias!r} of {model!r} to version {version}",
+                         lambda: self._client(tracking_uri).set_registered_model_alias(model, alias, version))

@@ -1,0 +1,307 @@
+"""Gather → decide → act for one FineTune, behind our client interfaces (no kopf here).
+
+`FineTuneReconciler.reconcile` reads the FineTune fresh from the apiserver, observes only what its
+phase needs (the job, the result, the registry), asks `logic.reconciling.decide_finetune` for a plan,
+runs the plan's idempotent actions, writes status only if it changed, and posts an Event per
+transition. It loops while the plan says the next step is ready, and returns when to look again.
+Ray or MLflow being unreachable is not an error of the FineTune: the Ready condition says what is
+waited on and the next look backs off exponentially up to TUNELOOP_MAX_POLL_SECONDS.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from tuneloop.api import conditions as c
+from tuneloop.api import constants
+from tuneloop.api.finetune import FineTuneSpec, FineTuneStatus
+from tuneloop.api.results import JobResult
+from tuneloop.operator.clients.errors import ClientError, Unavailable
+from tuneloop.operator.clients.kube import Events, Kube
+from tuneloop.operator.clients.mlflow import Registry
+from tuneloop.operator.clients.ray import RayJobs
+from tuneloop.operator.logic import launching, naming, rayjob, reconciling
+from tuneloop.operator.logic.observing import JobObservation, observe_rayjob, observe_submission
+from tuneloop.operator.logic.reconciling import (
+    Action,
+    Launch,
+    Observed,
+    Plan,
+    RegisterVersion,
+    ResultLookup,
+    SetAlias,
+    StopJob,
+)
+from tuneloop.operator.logic.validation import ValidationContext, validate_spec
+from tuneloop.operator.metrics import Metrics
+from tuneloop.operator.settings import OperatorSettings
+
+log = logging.getLogger(__name__)
+MAX_STEPS = 8
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Clients:
+    kube: Kube
+    ray: RayJobs
+    registry: Registry
+    events: Events
+
+
+def operator_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("tuneloop")
+    except Exception:
+        return "0.0.0+unknown"
+
+
+class FineTuneReconciler:
+    """Level-based reconciliation of FineTunes; one instance serves every object."""
+
+    def __init__(self, clients: Clients, settings: OperatorSettings, metrics: Metrics | None = None,
+                 clock: Callable[[], datetime] = utcnow, path_exists: Callable[[str], bool] = os.path.exists) -> None:
+        self.clients = clients
+        self.settings = settings
+        self.metrics = metrics or Metrics.disabled()
+        self.clock = clock
+        self.path_exists = path_exists
+        self.version = operator_version()
+        self.policy = reconciling.Policy(
+            poll_seconds=settings.poll_seconds,
+            storage_root=str(settings.storage_root),
+            default_active_deadline_seconds=settings.default_active_deadline_seconds,
+            deadline_grace_seconds=settings.deadline_grace_seconds,
+            result_grace_seconds=settings.result_grace_seconds,
+            gpu_prices=dict(settings.gpu_prices_usd_per_hour),
+            operator_version=self.version,
+        )
+        self.rayjob_defaults = rayjob.RayJobDefaults(
+            image=settings.ray_image, head_cpu=settings.ray_head_cpu, head_memory=settings.ray_head_memory,
+            ttl_seconds_after_finished=settings.rayjob_ttl_seconds,
+            default_active_deadline_seconds=settings.default_active_deadline_seconds,
+            pod_storage_root=settings.pod_storage_root, python=settings.job_python, operator_version=self.version,
+        )
+        self._failures: dict[str, int] = {}
+
+    # --- the loop ------------------------------------------------------------------------------
+
+    async def reconcile(self, namespace: str, name: str) -> float | None:
+        """Reconcile until the plan waits; return seconds until the next look (None: on change only)."""
+        started = time.monotonic()
+        try:
+            for _ in range(MAX_STEPS):
+                body = await self.clients.kube.get_finetune(namespace, name)
+                if body is None or body["metadata"].get("deletionTimestamp"):
+                    return None
+                plan = await self._step(body)
+                if plan is None or not plan.again:
+                    return self._next_look(body, plan)
+            return self.settings.poll_seconds
+        finally:
+            self.metrics.reconcile_seconds.observe(time.monotonic() - started)
+
+    async def _step(self, body: dict[str, Any]) -> Plan | None:
+        meta = body["metadata"]
+        status = FineTuneStatus.model_validate(body.get("status") or {})
+        try:
+            spec = FineTuneSpec.model_validate(body.get("spec") or {})
+        except ValidationError as e:
+            await self._write(body, status, reconciling.note_unavailable(
+                status, c.REASON_INVALID_SPEC, f"spec does not match this operator's model: {e}", self.clock(),
+                meta.get("generation", 0)))
+            return None
+        observed = Observed(
+            namespace=meta["namespace"], name=meta["name"], uid=meta["uid"], generation=meta.get("generation", 0),
+            spec=spec, status=status, now=self.clock(),
+            retrain_request=(meta.get("annotations") or {}).get(constants.ANNOTATION_RETRAIN_REQUEST),
+        )
+        try:
+            observed = await self.observe(observed)
+            plan = reconciling.decide_finetune(observed, self.policy)
+            for action in plan.actions:
+                await self.act(action, observed)
+        except ClientError as e:
+            self.metrics.errors.labels(system=e.system).inc()
+            self._failures[observed.uid] = self._failures.get(observed.uid, 0) + 1
+            reason = {"ray": c.REASON_RAY_UNAVAILABLE, "mlflow": c.REASON_REGISTRY_UNAVAILABLE}.get(e.system)
+            if reason is None:  # the apiserver itself: kopf's daemon logs and retries
+                raise
+            kind = "unreachable" if isinstance(e, Unavailable) else "refused the request"
+            await self._write(body, status, reconciling.note_unavailable(
+                status, reason, f"{e.system} {kind}; retrying with backoff: {e}", observed.now, observed.generation))
+            return None
+        self._failures.pop(observed.uid, None)
+        await self._write(body, status, plan.status, plan.events)
+        self.metrics.set_phase(observed.uid, plan.status.phase)
+        if plan.status.phase != status.phase:
+            self._record_transition(plan.status)
+        return plan
+
+    def _next_look(self, body: dict[str, Any], plan: Plan | None) -> float | None:
+        failures = self._failures.get(body["metadata"]["uid"], 0)
+        if failures:
+            return min(self.settings.poll_seconds * 2 ** (failures - 1), self.settings.max_poll_seconds)
+        return plan.requeue_seconds if plan is not None else None
+
+    async def _write(self, body: dict[str, Any], before: FineTuneStatus, after: FineTuneStatus,
+                     events: tuple[reconciling.Event, ...] | None = None) -> None:
+        if after.to_k8s() != before.to_k8s():
+            meta = body["metadata"]
+            await self.clients.kube.write_finetune_status(meta["namespace"], meta["name"], after.to_k8s())
+        for event in events if events is not None else reconciling.transition_events(before, after):
+            self.clients.events.emit(body, event.type, event.reason, event.message)
+
+    def _record_transition(self, after: FineTuneStatus) -> None:
+        run = after.run
+        if after.phase in reconciling.TERMINAL_PHASES and run and run.start_time and run.end_time:
+            self.metrics.run_seconds.labels(outcome=after.phase).observe(
+                (run.end_time - run.start_time).total_seconds())
+
+    def forget(self, uid: str) -> None:
+        self._failures.pop(uid, None)
+        self.metrics.set_phase(uid, None)
+
+    # --- observing -----------------------------------------------------------------------------
+
+    def tracking_uri(self, spec: FineTuneSpec) -> str:
+        return spec.registry.tracking_uri or self.settings.mlflow_tracking_uri or ""
+
+    async def observe(self, o: Observed) -> Observed:
+        """Fill what the current phase needs, and nothing more."""
+        if reconciling.wanted_trigger(o) is not None:
+            ctx = ValidationContext(self.settings.mlflow_tracking_uri, self.settings.check_file_uris,
+                                    self.path_exists)
+            return replace(o, problems=tuple(validate_spec(o.spec, ctx)))
+        if reconciling.needs_job(o.status):
+            job = await self.observe_job(o)
+            failure = None
+            if job.state == "Failed":
+                try:
+                    failure = (await self.find_result(o)).result
+                except ClientError as e:  # the failure document only refines the reason
+                    log.info("no failure result for %s/%s: %s", o.namespace, o.name, e)
+            return replace(o, job=job, failure=failure)
+        if o.status.phase == "Registering" and o.status.run is not None:
+            lookup = await self.find_result(o)
+            o = replace(o, result=lookup)
+            if lookup.result is None or lookup.result.status != "Succeeded":
+                return o
+            uri, model = self.tracking_uri(o.spec), o.spec.registry.model_name
+            registry = self.clients.registry
+            version = await registry.find_version(uri, model, o.uid, o.status.run.number)
+            if version is None or o.status.promotion is not None:
+                return replace(o, version=version)
+            champion = await registry.get_alias(uri, model, constants.ALIAS_CHAMPION)
+            challenger = await registry.get_alias(uri, model, constants.ALIAS_CHALLENGER)
+            return replace(o, version=version, champion=champion, challenger=challenger)
+        return o
+
+    async def observe_job(self, o: Observed) -> JobObservation:
+        run = o.status.run
+        assert run is not None
+        if run.mode == "ExistingCluster":
+            address = o.spec.ray.address or ""
+            info = await self.clients.ray.get_job(address, run.submission_id or "")
+            return observe_submission(info, run.dashboard_url)
+        obj = await self.clients.kube.get_rayjob(o.namespace, run.ray_job_name or "")
+        return observe_rayjob(obj, o.now, self.settings.inconsistent_grace_seconds)
+
+    async def find_result(self, o: Observed) -> ResultLookup:
+        """The attempt's JobResult: the local file (ExistingCluster), else the MLflow run's artifact."""
+        run = o.status.run
+        assert run is not None
+        places: list[str] = []
+        if run.mode == "ExistingCluster":
+            path = Path(str(naming.result_path(self.settings.storage_root, o.namespace, o.name, o.uid,
+                                               run.number, run.attempt)))
+            places.append(str(path))
+            if path.is_file():
+                try:
+                    return ResultLookup(JobResult.model_validate(json.loads(path.read_text())), str(path))
+                except (ValueError, OSError) as e:
+                    log.warning("unreadable result %s: %s", path, e)
+        experiment = naming.experiment_name(o.namespace, o.name, o.spec)
+        places.append(f"MLflow experiment {experiment!r}, run tagged {constants.TAG_FINETUNE_UID}={o.uid} "
+                      f"{constants.TAG_RUN_NUMBER}={run.number} {constants.TAG_RUN_ATTEMPT}={run.attempt}, "
+                      f"artifact {constants.RESULT_ARTIFACT}")
+        result = await self.clients.registry.find_result(self.tracking_uri(o.spec), experiment, o.uid,
+                                                         run.number, run.attempt)
+        return ResultLookup(result, "; ".join(places))
+
+    # --- acting --------------------------------------------------------------------------------
+
+    async def act(self, action: Action, o: Observed) -> None:
+        uri = self.tracking_uri(o.spec)
+        if isinstance(action, Launch):
+            target = action.target
+            if o.spec.ray.mode == "RayJob":
+                await self.clients.kube.ensure_configmap(rayjob.build_configmap(target))
+                await self.clients.kube.ensure_rayjob(rayjob.build_rayjob(target, uri, self.rayjob_defaults))
+            else:
+                body = launching.build_submission(target, str(self.settings.storage_root), uri,
+                                                  self.settings.job_python, self.version)
+                await self.clients.ray.submit_job(o.spec.ray.address or "", body)
+            self.metrics.launches.labels(mode=o.spec.ray.mode).inc()
+        elif isinstance(action, StopJob):
+            await self.stop(o.namespace, action)
+        elif isinstance(action, RegisterVersion):
+            await self.clients.registry.register_version(uri, action.model_name, action.source, action.run_id,
+                                                         action.tags, action.description)
+        elif isinstance(action, SetAlias):
+            await self.clients.registry.set_alias(uri, action.model_name, action.alias, action.version)
+
+    async def stop(self, namespace: str, action: StopJob) -> None:
+        if action.mode == "ExistingCluster":
+            if action.submission_id and action.address:
+                await self.clients.ray.stop_job(action.address, action.submission_id)
+        elif action.rayjob_name:
+            # Deleting the RayJob deletes its RayCluster (owned), which stops the job.
+            await self.clients.kube.delete_rayjob(namespace, action.rayjob_name)
+
+    # --- deletion ------------------------------------------------------------------------------
+
+    async def cleanup(self, body: dict[str, Any]) -> None:
+        """Stop the job and delete children. Raises ClientError to be retried until the deadline,
+        after which it gives up with a Warning event so deletion never blocks forever."""
+        meta = body["metadata"]
+        status = FineTuneStatus.model_validate(body.get("status") or {})
+        run = status.run
+        try:
+            spec: FineTuneSpec | None = FineTuneSpec.model_validate(body.get("spec") or {})
+        except ValidationError:
+            spec = None
+        stop = None
+        if run is not None and status.phase in reconciling.ACTIVE_PHASES and run.attempt > 0:
+            stop = StopJob(run.mode or "RayJob", run.number, run.attempt, run.ray_job_name, run.submission_id,
+                           spec.ray.address if spec else None)
+        selector = f"{constants.LABEL_FINETUNE}={naming.label_value(meta['name'])}"
+        try:
+            if stop is not None:
+                await self.stop(meta["namespace"], stop)
+            await self.clients.kube.delete_children(meta["namespace"], selector, meta["uid"])
+        except ClientError as e:
+            deleted_at = datetime.fromisoformat(str(meta.get("deletionTimestamp")).replace("Z", "+00:00"))
+            waited = (self.clock() - deleted_at).total_seconds()
+            if waited < self.settings.delete_timeout_seconds:
+                raise
+            what = f"submission {stop.submission_id} at {stop.address}" if stop and stop.submission_id else "children"
+            self.clients.events.emit(body, "Warning", "CleanupAbandoned", c.truncate(
+                f"gave up stopping {what} after {waited:.0f}s: {e}. Stop it by hand (ray job stop --address "
+                f"<address> <submission id>) and delete leftover RayJobs labelled {selector}"))
+        self.forget(meta["uid"])

@@ -1,0 +1,563 @@
+"""The FineTune state machine: `decide_finetune(observed, policy) -> Plan`.
+
+validate → launch → watch → gate → register → promote → Succeeded, one run per spec (per spec hash,
+so toggling `suspend` never starts a run) or per retrain request. Every decision is made from what is
+observed now (status, the job, the registry), never from what happened in memory before, so create,
+update, resume after a restart and periodic polls all take the same path, and every action in a plan
+is idempotent (deterministic names, lookups by tag before writes).
+
+Phases:   Pending → Launching → Running → Registering → Succeeded
+                       ↑   ↓ (failed attempt within backoffLimit: next attempt)
+          Suspended ←──┘   Failed (backoffLimit reached, deadline, invalid spec, no result)
+
+A plan's actions run before its status is written: a crash in between repeats the actions, which
+find what they did (409 on create, version found by tag, alias already set) and change nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Literal
+
+from tuneloop.api import conditions as c
+from tuneloop.api import constants
+from tuneloop.api.finetune import (
+    AliasEvent,
+    AttemptRecord,
+    FineTuneSpec,
+    FineTuneStatus,
+    ModelVersionStatus,
+    PromotionStatus,
+    RunStatus,
+)
+from tuneloop.api.results import JobResult
+from tuneloop.operator.logic import cost, naming, promotion
+from tuneloop.operator.logic.launching import Target
+from tuneloop.operator.logic.observing import JobObservation
+from tuneloop.operator.logic.validation import Problem, summarize
+
+MAX_ATTEMPT_RECORDS = 50
+MAX_ALIAS_EVENTS = 20
+ACTIVE_PHASES = frozenset({"Launching", "Running"})
+TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
+WARNING_REASONS = frozenset({
+    c.REASON_INVALID_SPEC, c.REASON_DATA_INVALID, c.REASON_JOB_FAILED, c.REASON_DEADLINE_EXCEEDED,
+    c.REASON_RETRYING, c.REASON_REGISTRY_UNAVAILABLE, c.REASON_RAY_UNAVAILABLE, c.REASON_RESULT_MISSING,
+})
+
+
+# --- inputs ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Administrator settings the decision depends on."""
+
+    poll_seconds: float = 10.0
+    storage_root: str = "/var/lib/tuneloop"
+    default_active_deadline_seconds: int = 86400
+    deadline_grace_seconds: float = 60.0
+    result_grace_seconds: float = 300.0
+    gpu_prices: dict[str, float] = field(default_factory=lambda: {"default": 2.5})
+    operator_version: str = "0.0.0"
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """A registered model version as MLflow reports it."""
+
+    name: str
+    version: str
+    run_id: str | None = None
+    source: str | None = None
+    aliases: tuple[str, ...] = ()
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ResultLookup:
+    """The job's result document, if found, and where it was looked for."""
+
+    result: JobResult | None
+    where: str
+
+
+@dataclass(frozen=True)
+class Observed:
+    """Everything the decision reads. The reconciler fills only what the phase needs."""
+
+    namespace: str
+    name: str
+    uid: str
+    generation: int
+    spec: FineTuneSpec
+    status: FineTuneStatus
+    now: datetime
+    retrain_request: str | None = None
+    problems: tuple[Problem, ...] = ()
+    job: JobObservation | None = None
+    failure: JobResult | None = None  # result document of a failed attempt, when one was written
+    result: ResultLookup | None = None
+    version: VersionInfo | None = None  # the version registered for (uid, run)
+    champion: VersionInfo | None = None
+    challenger: VersionInfo | None = None
+
+
+# --- outputs ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Launch:
+    target: Target
+
+
+@dataclass(frozen=True)
+class StopJob:
+    mode: str
+    run: int
+    attempt: int
+    rayjob_name: str | None
+    submission_id: str | None
+    address: str | None
+
+
+@dataclass(frozen=True)
+class RegisterVersion:
+    model_name: str
+    source: str
+    run_id: str | None
+    tags: dict[str, str]
+    description: str
+
+
+@dataclass(frozen=True)
+class SetAlias:
+    model_name: str
+    alias: str
+    version: str
+
+
+Action = Launch | StopJob | RegisterVersion | SetAlias
+
+
+@dataclass(frozen=True)
+class Event:
+    type: Literal["Normal", "Warning"]
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What to do: actions first, then write `status` if it changed, then emit `events`."""
+
+    status: FineTuneStatus
+    actions: tuple[Action, ...] = ()
+    events: tuple[Event, ...] = ()
+    requeue_seconds: float | None = None  # None: nothing to poll, wait for a change
+    again: bool = False  # observe and decide again at once (the next step is ready)
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def _ready(st: FineTuneStatus, o: Observed, status: c.ConditionStatus, reason: str, message: str) -> None:
+    st.conditions = c.set_condition(st.conditions, c.READY, status, reason, message, o.now, o.generation)
+
+
+def _cond(st: FineTuneStatus, o: Observed, type_: str, status: c.ConditionStatus, reason: str, message: str) -> None:
+    st.conditions = c.set_condition(st.conditions, type_, status, reason, message, o.now, o.generation)
+
+
+def _ref(o: Observed) -> str:
+    return f"{o.namespace}/{o.name}"
+
+
+def wanted_trigger(o: Observed) -> str | None:
+    """Why a new run must start now (`spec` or `retrain:<id>`), or None."""
+    if o.retrain_request and o.retrain_request != o.status.handled_retrain_request:
+        return f"retrain:{o.retrain_request}"
+    run = o.status.run
+    if run is not None and run.spec_hash == naming.spec_hash(o.spec):
+        return None
+    ready = c.get_condition(o.status.conditions, c.READY)
+    invalid = ready is not None and ready.reason in (c.REASON_INVALID_SPEC, c.REASON_DATA_INVALID)
+    if invalid and ready is not None and ready.observed_generation == o.generation:
+        return None  # reported once for this generation; permanent until the spec changes
+    return "spec"
+
+
+def needs_job(status: FineTuneStatus) -> bool:
+    return status.phase in ACTIVE_PHASES and status.run is not None and status.run.attempt > 0
+
+
+def target_of(o: Observed, run: RunStatus, attempt: int) -> Target:
+    return Target(o.namespace, o.name, o.uid, run.generation, run.number, attempt, o.spec)
+
+
+def _stop_action(o: Observed, run: RunStatus) -> StopJob:
+    return StopJob(
+        mode=run.mode or o.spec.ray.mode, run=run.number, attempt=run.attempt,
+        rayjob_name=run.ray_job_name, submission_id=run.submission_id, address=o.spec.ray.address,
+    )
+
+
+def _record_attempt(st: FineTuneStatus, o: Observed, p: Policy, outcome: str, reason: str) -> None:
+    run = st.run
+    assert run is not None
+    if any(a.run == run.number and a.attempt == run.attempt for a in st.attempts):
+        return
+    ident = run.ray_job_name or run.submission_id or f"attempt-{run.attempt}"
+    st.attempts = [*st.attempts, AttemptRecord(
+        run=run.number, attempt=run.attempt, id=ident, outcome=outcome,  # type: ignore[arg-type]
+        reason=c.truncate(reason, 512), start_time=run.attempt_start_time, end_time=o.now,
+    )][-MAX_ATTEMPT_RECORDS:]
+    res = o.spec.resources
+    hours = cost.attempt_gpu_hours(run.attempt_start_time, o.now, res.gpus, res.workers)
+    st.cost = cost.add_gpu_hours(st.cost, hours, res.gpu_type, p.gpu_prices)
+
+
+def failed_attempts(st: FineTuneStatus, run: int) -> int:
+    return sum(1 for a in st.attempts if a.run == run and a.outcome == "Failed")
+
+
+def _fail(st: FineTuneStatus, o: Observed, reason: str, message: str) -> Plan:
+    st.phase = "Failed"
+    if st.run is not None:
+        st.run.end_time = o.now
+    _cond(st, o, c.FAILED, "True", reason, message)
+    _cond(st, o, c.SUCCEEDED, "False", reason, message)
+    _ready(st, o, "False", reason, message)
+    return Plan(st)
+
+
+def _suspended_flag(st: FineTuneStatus, o: Observed) -> None:
+    existing = c.get_condition(st.conditions, c.SUSPENDED)
+    if o.spec.suspend:
+        _cond(st, o, c.SUSPENDED, "True", c.REASON_SUSPENDED, "spec.suspend is true: no job runs and none is launched")
+    elif existing is not None:
+        _cond(st, o, c.SUSPENDED, "False", c.REASON_SUSPENDED, "spec.suspend is false")
+
+
+def _suspend(st: FineTuneStatus, o: Observed, actions: tuple[Action, ...]) -> Plan:
+    st.phase = "Suspended"
+    _suspended_flag(st, o)
+    run = st.run
+    what = f"run {run.number} paused" if run else "paused"
+    _ready(st, o, "False", c.REASON_SUSPENDED, f"{what}: set spec.suspend to false to continue")
+    return Plan(st, actions)
+
+
+# --- phases ----------------------------------------------------------------------------------
+
+
+def _start_run(o: Observed, p: Policy, st: FineTuneStatus, trigger: str) -> Plan:
+    actions: list[Action] = []
+    if st.run is not None and st.phase in ACTIVE_PHASES and st.run.attempt > 0:
+        actions.append(_stop_action(o, st.run))
+        _record_attempt(st, o, p, "Stopped", f"superseded: {trigger}")
+    if trigger.startswith("retrain:"):
+        st.handled_retrain_request = trigger.split(":", 1)[1]
+    if o.problems:
+        reason, message = summarize(list(o.problems))
+        plan = _fail(st, o, reason, message)
+        return Plan(plan.status, tuple(actions))
+    st.run = RunStatus(
+        number=(st.run.number if st.run else 0) + 1, generation=o.generation, trigger=trigger,
+        mode=o.spec.ray.mode, spec_hash=naming.spec_hash(o.spec), attempt=0,
+    )
+    st.metrics, st.baseline_metrics, st.dataset, st.model, st.promotion = {}, {}, None, None, None
+    st.conditions = c.remove_condition(st.conditions, c.FAILED)
+    st.conditions = c.remove_condition(st.conditions, c.MODEL_REGISTERED)
+    st.conditions = c.remove_condition(st.conditions, c.PROMOTED)
+    _cond(st, o, c.SUCCEEDED, "False", c.REASON_PENDING, f"run {st.run.number} started ({trigger})")
+    if o.spec.suspend:
+        st.phase = "Pending"
+        return _suspend(st, o, tuple(actions))
+    return _launch(o, p, st, 1, retrying=False, actions=tuple(actions))
+
+
+def _launch(o: Observed, p: Policy, st: FineTuneStatus, attempt: int, retrying: bool,
+            actions: tuple[Action, ...] = ()) -> Plan:
+    run = st.run
+    assert run is not None
+    target = target_of(o, run, attempt)
+    run.attempt = attempt
+    run.mode = o.spec.ray.mode
+    run.attempt_start_time = o.now
+    run.start_time = run.start_time or o.now
+    run.end_time = None
+    run.job_status = run.job_deployment_status = run.ray_cluster_name = run.message = None
+    run.submission_id = naming.submission_id(o.uid, run.number, attempt)
+    experiment = naming.experiment_name(o.namespace, o.name, o.spec)
+    if o.spec.ray.mode == "RayJob":
+        run.ray_job_name = naming.rayjob_name(o.name, o.uid, run.number, attempt)
+        run.dashboard_url = None
+        run.result_uri = (f"mlflow:{experiment}/{naming.mlflow_run_name(o.name, run.number, attempt)}/"
+                          f"{constants.RESULT_ARTIFACT}")
+    else:
+        run.ray_job_name = None
+        run.dashboard_url = f"{(o.spec.ray.address or '').rstrip('/')}/#/jobs/{run.submission_id}"
+        run.result_uri = "file://" + str(naming.result_path(p.storage_root, o.namespace, o.name, o.uid,
+                                                            run.number, attempt))
+    st.phase = "Launching"
+    _suspended_flag(st, o)
+    where = f"RayJob {o.namespace}/{run.ray_job_name}" if run.ray_job_name else f"submission {run.submission_id}"
+    limit = o.spec.backoff_limit + 1
+    if retrying:
+        last = st.attempts[-1] if st.attempts else None
+        why = f" after attempt {last.attempt} failed: {last.reason}" if last else ""
+        _ready(st, o, "False", c.REASON_RETRYING, f"attempt {attempt} of at most {limit}{why}; launching {where}")
+    else:
+        _ready(st, o, "False", c.REASON_LAUNCHING, f"run {run.number} attempt {attempt}: launching {where}")
+    return Plan(st, (*actions, Launch(target)), requeue_seconds=p.poll_seconds)
+
+
+def _deadline_passed(o: Observed, p: Policy, run: RunStatus) -> float | None:
+    """The deadline in seconds when the attempt ran past it (plus grace for KubeRay to act)."""
+    if run.attempt_start_time is None:
+        return None
+    if o.spec.ray.mode == "RayJob":
+        limit = o.spec.active_deadline_seconds or p.default_active_deadline_seconds
+        grace = p.deadline_grace_seconds
+    elif o.spec.active_deadline_seconds:
+        limit, grace = o.spec.active_deadline_seconds, 0.0
+    else:
+        return None
+    elapsed = (o.now - run.attempt_start_time).total_seconds()
+    return float(limit) if elapsed > limit + grace else None
+
+
+def _watch(o: Observed, p: Policy, st: FineTuneStatus) -> Plan:
+    run = st.run
+    assert run is not None
+    job = o.job or JobObservation(state="Missing")
+    if o.spec.suspend:
+        _record_attempt(st, o, p, "Stopped", "suspended by spec.suspend")
+        return _suspend(st, o, (_stop_action(o, run),))
+    deadline = _deadline_passed(o, p, run)
+    if job.state == "DeadlineExceeded" or (deadline is not None and job.state not in ("Succeeded", "Failed")):
+        limit = deadline or float(o.spec.active_deadline_seconds or p.default_active_deadline_seconds)
+        message = f"attempt {run.attempt} ran longer than activeDeadlineSeconds ({limit:.0f}s); {job.message}".strip()
+        _record_attempt(st, o, p, "DeadlineExceeded", message)
+        plan = _fail(st, o, c.REASON_DEADLINE_EXCEEDED, message.rstrip("; "))
+        return Plan(plan.status, (_stop_action(o, run),))
+    run.job_status = job.job_status or run.job_status
+    run.job_deployment_status = job.deployment_status or run.job_deployment_status
+    run.dashboard_url = job.dashboard_url or run.dashboard_url
+    run.ray_cluster_name = job.cluster_name or run.ray_cluster_name
+    run.message = c.truncate(job.message, 512) if job.message else run.message
+    where = f"RayJob {o.namespace}/{run.ray_job_name}" if run.ray_job_name else f"submission {run.submission_id}"
+    if job.state == "Missing":
+        if st.phase == "Launching":  # launched by a plan whose status write was lost, or not yet: ensure
+            return Plan(st, (Launch(target_of(o, run, run.attempt)),), requeue_seconds=p.poll_seconds)
+        return _attempt_failed(o, p, st, "JobMissing", f"{where} disappeared while running (deleted outside tuneloop?)")
+    if job.state == "Pending":
+        st.phase = "Launching"
+        reason = c.REASON_RAY_CLUSTER_PROVISIONING if run.ray_job_name else c.REASON_LAUNCHING
+        _ready(st, o, "False", reason, f"run {run.number} attempt {run.attempt}: {where} is starting")
+        return Plan(st, requeue_seconds=p.poll_seconds)
+    if job.state == "Running":
+        st.phase = "Running"
+        _ready(st, o, "False", c.REASON_TRAINING, f"run {run.number} attempt {run.attempt}: {where} is training")
+        return Plan(st, requeue_seconds=p.poll_seconds)
+    if job.state == "Succeeded":
+        _record_attempt(st, o, p, "Succeeded", "job succeeded")
+        st.phase = "Registering"
+        _ready(st, o, "False", c.REASON_REGISTERING, f"run {run.number}: reading the result and registering the model")
+        return Plan(st, again=True)
+    stop = (_stop_action(o, run),) if job.needs_stop else ()
+    plan = _attempt_failed(o, p, st, job.reason or "AppFailed", job.message or "the Ray job failed")
+    return Plan(plan.status, stop + plan.actions, requeue_seconds=plan.requeue_seconds, again=plan.again)
+
+
+def _attempt_failed(o: Observed, p: Policy, st: FineTuneStatus, reason: str, message: str) -> Plan:
+    run = st.run
+    assert run is not None
+    _record_attempt(st, o, p, "Failed", f"{reason}: {message}")
+    if o.failure is not None and o.failure.reason == c.REASON_DATA_INVALID:
+        return _fail(st, o, c.REASON_DATA_INVALID, o.failure.message or message)
+    failures = failed_attempts(st, run.number)
+    if failures <= o.spec.backoff_limit:
+        return _launch(o, p, st, run.attempt + 1, retrying=True)
+    return _fail(st, o, c.REASON_JOB_FAILED, (
+        f"attempt {run.attempt} failed ({reason}: {message}); spec.backoffLimit {o.spec.backoff_limit} reached "
+        f"after {failures} failed attempt(s). Fix the cause and change the spec, or request a retrain"
+    ))
+
+
+def _register(o: Observed, p: Policy, st: FineTuneStatus) -> Plan:
+    run = st.run
+    assert run is not None
+    lookup = o.result
+    result = lookup.result if lookup else None
+    if result is None:
+        where = lookup.where if lookup else "nowhere"
+        ended = next((a.end_time for a in reversed(st.attempts) if a.run == run.number and a.outcome == "Succeeded"),
+                     None)
+        waited = (o.now - ended).total_seconds() if ended else 0.0
+        message = f"the job succeeded but its result was not found ({where})"
+        if waited > p.result_grace_seconds:
+            return _fail(st, o, c.REASON_RESULT_MISSING, message + f" after {waited:.0f}s")
+        _ready(st, o, "False", c.REASON_RESULT_MISSING, message + "; looking again")
+        return Plan(st, requeue_seconds=p.poll_seconds)
+    if result.status != "Succeeded":
+        # Ray said SUCCEEDED but the job's own document says it failed: the attempt failed.
+        reason, message = result.reason or "JobFailed", result.message or "the job wrote a failure result"
+        st.attempts = [
+            a.model_copy(update={"outcome": "Failed", "reason": c.truncate(f"{reason}: {message}", 512)})
+            if a.run == run.number and a.attempt == run.attempt else a
+            for a in st.attempts
+        ]
+        return _attempt_failed(replace(o, failure=result), p, st, reason, message)
+    st.metrics = dict(result.metrics)
+    st.baseline_metrics = dict(result.baseline_metrics)
+    st.dataset = result.dataset
+    model_name = o.spec.registry.model_name
+    if not result.model_uri:
+        return _fail(st, o, c.REASON_JOB_FAILED, "the job's result has no modelUri: nothing to register")
+    if o.version is None:
+        _ready(st, o, "False", c.REASON_REGISTERING, f"registering {result.model_uri} as a version of {model_name}")
+        return Plan(st, (RegisterVersion(
+            model_name=model_name, source=result.model_uri, run_id=result.run_id,
+            tags=lineage_tags(o, run, result, p.operator_version),
+            description=f"FineTune {_ref(o)} run {run.number} (uid {o.uid})",
+        ),), again=True)
+    version = o.version
+    st.model = ModelVersionStatus(
+        name=model_name, version=version.version, uri=f"models:/{model_name}/{version.version}",
+        run_id=version.run_id or result.run_id,
+    )
+    registered = f"registered as {model_name} version {version.version}"
+    _cond(st, o, c.MODEL_REGISTERED, "True", c.REASON_SUCCEEDED, registered)
+    if st.promotion is None:
+        st.promotion = decide(o, result, version)
+        return Plan(st, again=True)  # write the decision before moving aliases: it names the old champion
+    return _promote(o, p, st, version, st.promotion)
+
+
+def decide(o: Observed, result: JobResult, version: VersionInfo) -> PromotionStatus:
+    rule = o.spec.evaluation.promotion
+    metric = rule.metric
+    champion = None
+    if o.champion is not None:
+        tag = o.champion.tags.get(constants.TAG_EVAL_METRIC_PREFIX + metric)
+        try:
+            value = float(tag) if tag is not None else None
+        except ValueError:
+            value = None
+        champion = promotion.Champion(o.champion.version, value, o.champion.tags.get(constants.TAG_DATASET_HASH))
+    return promotion.decide_promotion(promotion.GateInput(
+        metric=metric,
+        candidate_version=version.version,
+        candidate=result.metrics.get(metric),
+        candidate_dataset_hash=result.dataset.hash if result.dataset else None,
+        baseline=result.baseline_metrics.get(metric) if o.spec.evaluation.baseline.enabled else None,
+        baseline_required=o.spec.evaluation.baseline.enabled,
+        min_improvement=rule.min_improvement,
+        min_improvement_over_champion=rule.min_improvement_over_champion,
+        champion=champion,
+    ))
+
+
+def _promote(o: Observed, p: Policy, st: FineTuneStatus, version: VersionInfo, decision: PromotionStatus) -> Plan:
+    run = st.run
+    assert run is not None and st.model is not None
+    alias = constants.ALIAS_CHAMPION if decision.promoted else constants.ALIAS_CHALLENGER
+    actions: tuple[Action, ...] = ()
+    if alias not in version.aliases:
+        actions = (SetAlias(st.model.name, alias, version.version),)
+    if not any(e.run == run.number and e.alias == alias for e in st.alias_history):
+        if alias == constants.ALIAS_CHAMPION:
+            previous = decision.champion_version
+        else:
+            previous = o.challenger.version if o.challenger and o.challenger.version != version.version else None
+        if previous != version.version:
+            st.alias_history = [*st.alias_history, AliasEvent(
+                alias=alias, version=version.version, previous_version=previous, time=o.now, run=run.number,
+                reason=decision.message,
+            )][-MAX_ALIAS_EVENTS:]
+    st.model.alias = alias
+    st.phase = "Succeeded"
+    run.end_time = run.end_time or o.now
+    reason = c.REASON_PROMOTED if decision.promoted else c.REASON_NOT_PROMOTED
+    summary = f"{st.model.name} version {version.version} is {alias}: {decision.message}"
+    _cond(st, o, c.PROMOTED, "True" if decision.promoted else "False", reason, decision.message)
+    _cond(st, o, c.SUCCEEDED, "True", c.REASON_SUCCEEDED, f"run {run.number} registered version {version.version}")
+    st.conditions = c.remove_condition(st.conditions, c.FAILED)
+    _ready(st, o, "True", reason, summary)
+    return Plan(st, actions)
+
+
+def lineage_tags(o: Observed, run: RunStatus, result: JobResult, operator_version: str) -> dict[str, str]:
+    """Version tags: how to find it again (uid + run) and where it came from."""
+    tags = {
+        constants.TAG_FINETUNE_UID: o.uid,
+        constants.TAG_FINETUNE_NAME: o.name,
+        constants.TAG_FINETUNE_NAMESPACE: o.namespace,
+        constants.TAG_RUN_NUMBER: str(run.number),
+        constants.TAG_SPEC_GENERATION: str(run.generation),
+        constants.TAG_DATASET_URI: o.spec.dataset.uri,
+        constants.TAG_BASE_MODEL: o.spec.base_model.uri,
+        constants.TAG_METHOD: o.spec.method,
+        constants.TAG_OPERATOR_VERSION: operator_version,
+    }
+    if o.spec.base_model.revision:
+        tags[constants.TAG_BASE_MODEL_REVISION] = o.spec.base_model.revision
+    if result.dataset is not None:
+        tags[constants.TAG_DATASET_HASH] = result.dataset.hash
+    for metric, value in result.metrics.items():
+        tags[constants.TAG_EVAL_METRIC_PREFIX + metric] = repr(float(value))
+    return tags
+
+
+# --- entry points ----------------------------------------------------------------------------
+
+
+def decide_finetune(o: Observed, p: Policy) -> Plan:
+    """The next step for a FineTune, from what is observed now."""
+    st = o.status.model_copy(deep=True)
+    st.observed_generation = o.generation
+    trigger = wanted_trigger(o)
+    if trigger is not None:
+        plan = _start_run(o, p, st, trigger)
+    elif st.run is None or st.phase in TERMINAL_PHASES:
+        _suspended_flag(st, o)
+        plan = Plan(st)
+    elif st.phase in ("Pending", "Suspended"):
+        if o.spec.suspend:
+            plan = _suspend(st, o, ())
+        else:
+            _suspended_flag(st, o)
+            plan = _launch(o, p, st, st.run.attempt + 1, retrying=False)
+    elif st.phase in ACTIVE_PHASES:
+        plan = _watch(o, p, st)
+    else:
+        plan = _register(o, p, st)
+    return Plan(plan.status, plan.actions, transition_events(o.status, plan.status), plan.requeue_seconds, plan.again)
+
+
+def transition_events(before: FineTuneStatus, after: FineTuneStatus) -> tuple[Event, ...]:
+    """One Event per transition: a new phase, Ready reason, run or attempt."""
+    def key(s: FineTuneStatus) -> tuple[object, ...]:
+        ready = c.get_condition(s.conditions, c.READY)
+        return (s.phase, ready.reason if ready else None, s.run.number if s.run else None,
+                s.run.attempt if s.run else None)
+
+    if key(before) == key(after):
+        return ()
+    ready = c.get_condition(after.conditions, c.READY)
+    if ready is None:
+        return ()
+    kind: Literal["Normal", "Warning"] = "Warning" if ready.reason in WARNING_REASONS else "Normal"
+    return (Event(kind, ready.reason, ready.message),)
+
+
+def note_unavailable(
+    status: FineTuneStatus, reason: str, message: str, now: datetime, generation: int
+) -> FineTuneStatus:
+    """Status while Ray or MLflow cannot be reached: phase unchanged, Ready says what is waited on."""
+    st = status.model_copy(deep=True)
+    st.conditions = c.set_condition(st.conditions, c.READY, "False", reason, message, now, generation)
+    return st

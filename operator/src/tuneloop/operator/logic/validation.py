@@ -1,0 +1,106 @@
+"""Semantic checks the CRD schema cannot express, each failure naming the field and what to do.
+
+The schema (types, patterns, CEL) already refused malformed specs at `kubectl apply`. What is left
+needs context the apiserver lacks: operator defaults (is there any tracking URI?) and the filesystem
+(does the file:// dataset exist?). Filesystem facts come in through `ValidationContext.path_exists`,
+so the functions stay pure and table-testable. A failure is permanent until the spec changes: the
+controller reports it once and launches nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+from urllib.parse import urlparse
+
+from tuneloop.api import conditions
+from tuneloop.api.finetune import FineTuneSpec
+
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a spec."""
+
+    field: str  # path as kubectl explain spells it, e.g. spec.dataset.uri
+    message: str  # what is wrong and what to do
+    reason: str = conditions.REASON_INVALID_SPEC
+
+
+@dataclass(frozen=True)
+class ValidationContext:
+    """What the operator knows that the apiserver does not."""
+
+    default_tracking_uri: str | None
+    check_file_uris: Literal["auto", "always", "never"] = "auto"
+    path_exists: Callable[[str], bool] = lambda _path: True
+
+
+def file_uris_visible(spec: FineTuneSpec, mode: Literal["auto", "always", "never"]) -> bool:
+    """Whether a file:// path in the spec means the same file to the operator as to the job.
+
+    In RayJob mode the path is inside the Ray pods; in ExistingCluster mode on loopback the job runs
+    on the operator's machine. Elsewhere the operator cannot tell, so it does not guess.
+    """
+    if mode != "auto":
+        return mode == "always"
+    if spec.ray.mode != "ExistingCluster" or not spec.ray.address:
+        return False
+    return urlparse(spec.ray.address).hostname in LOOPBACK_HOSTS
+
+
+def _file_path(uri: str) -> str | None:
+    return uri[len("file://"):] if uri.startswith("file://") else None
+
+
+def validate_spec(spec: FineTuneSpec, ctx: ValidationContext) -> list[Problem]:
+    """Every problem found, in field order; empty when the spec can run."""
+    problems: list[Problem] = []
+    if file_uris_visible(spec, ctx.check_file_uris):
+        model_path = _file_path(spec.base_model.uri)
+        if model_path is not None and not ctx.path_exists(model_path):
+            problems.append(Problem(
+                "spec.baseModel.uri",
+                f"base model path {model_path!r} does not exist on the machine running the job; "
+                "point spec.baseModel.uri at an existing folder (config.json and weights)",
+            ))
+        data_path = _file_path(spec.dataset.uri)
+        if data_path is not None and not ctx.path_exists(data_path):
+            problems.append(Problem(
+                "spec.dataset.uri",
+                f"dataset path {data_path!r} does not exist; write the JSONL/Parquet file there or fix "
+                "spec.dataset.uri",
+                conditions.REASON_DATA_INVALID,
+            ))
+    if spec.ray.mode == "ExistingCluster" and not spec.ray.address:
+        problems.append(Problem(
+            "spec.ray.address",
+            "ExistingCluster mode submits to a running Ray cluster: set spec.ray.address to its job API, "
+            "e.g. http://raycluster-head-svc:8265, or use mode RayJob",
+        ))
+    if spec.registry.tracking_uri_secret_ref is not None:
+        problems.append(Problem(
+            "spec.registry.trackingUriSecretRef",
+            "reading the tracking URI from a Secret is not supported by this operator version; set "
+            "spec.registry.trackingUri or the operator's TUNELOOP_MLFLOW_TRACKING_URI",
+        ))
+    elif not spec.registry.tracking_uri and not ctx.default_tracking_uri:
+        problems.append(Problem(
+            "spec.registry.trackingUri",
+            "no MLflow tracking URI: set spec.registry.trackingUri, or ask the administrator to set "
+            "TUNELOOP_MLFLOW_TRACKING_URI on the operator",
+        ))
+    return problems
+
+
+def summarize(problems: list[Problem]) -> tuple[str, str]:
+    """(reason, message) for the Ready condition: DataInvalid only when every problem is about data."""
+    reason = (
+        conditions.REASON_DATA_INVALID
+        if all(p.reason == conditions.REASON_DATA_INVALID for p in problems)
+        else conditions.REASON_INVALID_SPEC
+    )
+    message = "; ".join(f"{p.field}: {p.message}" for p in problems)
+    return reason, message

@@ -1,0 +1,82 @@
+"""The operator process: `kopf run -m tuneloop.operator.main [--standalone | --peering NAME]`.
+
+Start-up reads the administrator's settings (`TUNELOOP_*`; a bad value stops the operator naming
+the variable), keeps kopf's progress and diff-base in annotations under `tuneloop.io/` (the CRD
+schema would prune `status.kopf`), uses our finalizer name, joins the peering object for HA when
+one exists (one active replica per peering; `--standalone` in tests), serves Prometheus metrics, and
+builds the clients every handler shares. Importing this module registers the handlers.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+
+from tuneloop.api import constants
+from tuneloop.operator.clients.kube import RealKube
+from tuneloop.operator.clients.mlflow import MlflowRegistry
+from tuneloop.operator.clients.ray import HttpRayJobs
+from tuneloop.operator.handlers import finetune  # registers the FineTune handlers
+from tuneloop.operator.handlers.reconciler import Clients, FineTuneReconciler
+from tuneloop.operator.metrics import Metrics
+from tuneloop.operator.settings import SettingsError, load_settings
+
+__all__ = ["finetune"]
+_served_ports: dict[int, Metrics] = {}
+
+
+def configure_kopf(settings: kopf.OperatorSettings, peering_name: str) -> None:
+    """kopf settings that keep state out of the (pruned) status and name things after tuneloop."""
+    settings.persistence.finalizer = constants.FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=constants.KOPF_ANNOTATION_PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=constants.KOPF_ANNOTATION_PREFIX, key="last-handled-configuration")
+    settings.peering.name = peering_name
+    settings.peering.mandatory = False  # no peering object: run alone (with kopf's warning)
+    settings.posting.level = logging.INFO
+
+
+@kopf.on.login()
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    """In-cluster service account, else $KUBECONFIG read now (the client library reads it at import)."""
+    return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
+    try:
+        ours = load_settings()
+    except SettingsError as e:
+        logger.error("invalid operator settings: %s", e)
+        raise kopf.PermanentError(f"invalid operator settings: {e}") from e
+    configure_kopf(settings, ours.peering_name)
+    if ours.metrics_port:
+        if ours.metrics_port not in _served_ports:  # one HTTP server per port per process
+            metrics = Metrics.disabled()
+            metrics.serve(ours.metrics_port)
+            _served_ports[ours.metrics_port] = metrics
+        metrics = _served_ports[ours.metrics_port]
+    else:
+        metrics = Metrics.disabled()
+    token = ours.ray_auth_token.get_secret_value() if ours.ray_auth_token else None
+    clients = Clients(
+        kube=RealKube.from_environment(ours.kube_threads),
+        ray=HttpRayJobs(ours.client_timeout_seconds, ours.client_retries, token),
+        registry=MlflowRegistry(ours.client_timeout_seconds, ours.client_retries),
+        events=finetune.KopfEvents(),
+    )
+    memo.reconciler = FineTuneReconciler(clients, ours, metrics)
+    memo.clients = clients
+    logger.info("tuneloop operator started: poll %.1fs, metrics port %s", ours.poll_seconds, ours.metrics_port or "off")
+
+
+@kopf.on.cleanup()
+async def shutdown(memo: kopf.Memo, **_: Any) -> None:
+    clients = getattr(memo, "clients", None)
+    if clients is None:
+        return
+    await clients.ray.close()
+    clients.registry.close()
+    clients.kube.close()
