@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.api.conftest import start_operator
 from tests.api.kube import Cluster, act_as_job, finetune, wait_for
 from tuneloop.api import constants
 

@@ -1,0 +1,118 @@
+"""The RayJob builder and the interpretation of RayJob / Ray job API states, as tables."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+import yaml
+
+from tuneloop.api.finetune import FineTuneSpec
+from tuneloop.operator.logic import rayjob
+from tuneloop.operator.logic.launching import Target, build_submission
+from tuneloop.operator.logic.observing import observe_rayjob, observe_submission
+
+UID = "a5ebc464-a93e-4ae2-8f9e-ef36a8f8c968"
+NOW = datetime(2026, 1, 1, 12, tzinfo=UTC)
+DEFAULTS = rayjob.RayJobDefaults(image="img:1", head_cpu="2", head_memory="8Gi", ttl_seconds_after_finished=600,
+                                 default_active_deadline_seconds=86400, pod_storage_root="/ckpt", python="python",
+                                 operator_version="0.1.0")
+
+
+def target(**spec) -> Target:
+    body = {"baseModel": {"uri": "hf://m/x"}, "dataset": {"uri": "s3://b/d.jsonl"}, "registry": {"modelName": "m"},
+            **spec}
+    return Target("ns", "ft", UID, 3, 2, 1, FineTuneSpec.model_validate(body))
+
+
+def test_gpu_rayjob() -> None:
+    t = target(resources={"gpus": 2, "gpuType": "A100", "workers": 3, "nodeSelector": {"pool": "gpu"},
+                          "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists"}]},
+               ray={"runtimeEnv": {"env_vars": {"A": "1"}}, "serviceAccountName": "ray"}, activeDeadlineSeconds=900)
+    rj = rayjob.build_rayjob(t, "http://mlflow:5000", DEFAULTS)
+    spec = rj["spec"]
+    assert (spec["backoffLimit"], spec["activeDeadlineSeconds"], spec["ttlSecondsAfterFinished"]) == (0, 900, 600)
+    assert spec["shutdownAfterJobFinishes"] is True and spec["jobId"] == f"tuneloop-{UID}-r2-a1"
+    assert yaml.safe_load(spec["runtimeEnvYAML"]) == {"env_vars": {"A": "1"}}
+    group = spec["rayClusterSpec"]["workerGroupSpecs"][0]
+    sizes = (group["replicas"], group["minReplicas"], group["maxReplicas"])
+    assert group["groupName"] == "gpu-workers" and sizes == (3, 3, 3)
+    pod = group["template"]["spec"]
+    assert pod["containers"][0]["resources"]["limits"] == {"cpu": "2", "memory": "8Gi", "nvidia.com/gpu": "2"}
+    assert pod["nodeSelector"] == {"pool": "gpu", "nvidia.com/gpu.product": "A100"}
+    assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists"}]
+    assert pod["serviceAccountName"] == "ray"
+    head = spec["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]
+    assert head["volumes"][0]["configMap"]["name"] == rayjob.build_configmap(t)["metadata"]["name"]
+    for token in ["--spec /etc/tuneloop/spec.json", "--tracking-uri http://mlflow:5000", "--experiment tuneloop/ns/ft",
+                  f"--tag tuneloop.finetune.uid={UID}", "--tag tuneloop.run.number=2", "--tag tuneloop.run.attempt=1"]:
+        assert token in spec["entrypoint"]
+    meta = rj["metadata"]
+    assert meta["ownerReferences"][0]["uid"] == UID and meta["ownerReferences"][0]["controller"] is True
+    assert set(meta["labels"]) == {"app.kubernetes.io/managed-by", "tuneloop.io/finetune", "tuneloop.io/run"}
+
+
+def test_cpu_rayjob_defaults() -> None:
+    rj = rayjob.build_rayjob(target(), "u", DEFAULTS)
+    group = rj["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]
+    assert group["groupName"] == "workers" and "nvidia.com/gpu" not in group["template"]["spec"]["containers"][0][
+        "resources"]["limits"]
+    assert "nodeSelector" not in group["template"]["spec"] and "runtimeEnvYAML" not in rj["spec"]
+    assert rj["spec"]["activeDeadlineSeconds"] == 86400
+
+
+def test_configmap_carries_the_spec() -> None:
+    cm = rayjob.build_configmap(target())
+    assert json.loads(cm["data"]["spec.json"])["registry"]["modelName"] == "m"
+
+
+def test_submission_body() -> None:
+    body = build_submission(target(ray={"mode": "ExistingCluster", "address": "http://127.0.0.1:8265"}), "/data",
+                            "http://mlflow", "/venv/bin/python", "0.1.0")
+    assert body["submission_id"] == f"tuneloop-{UID}-r2-a1"
+    assert body["entrypoint"].startswith("/venv/bin/python -m tuneloop.jobs.train --spec '{")
+    assert f"--result /data/ns/ft-{UID[:8]}/run-2/attempt-1/result.json" in body["entrypoint"]
+    assert body["metadata"]["tuneloop.run.attempt"] == "1"
+
+
+def rj(**status) -> dict:
+    return {"status": status}
+
+
+RAYJOB_CASES = {
+    "absent": (None, "Missing", False),
+    "new": (rj(), "Pending", False),
+    "initializing": (rj(jobDeploymentStatus="Initializing"), "Pending", False),
+    "pending job": (rj(jobDeploymentStatus="Running", jobStatus="PENDING"), "Pending", False),
+    "running": (rj(jobDeploymentStatus="Running", jobStatus="RUNNING"), "Running", False),
+    "succeeded": (rj(jobDeploymentStatus="Complete", jobStatus="SUCCEEDED"), "Succeeded", False),
+    "complete but failed": (rj(jobDeploymentStatus="Complete", jobStatus="FAILED", reason="AppFailed"),
+                            "Failed", False),
+    "complete alone is not success": (rj(jobDeploymentStatus="Complete"), "Failed", False),
+    "succeeded job, deployment still running": (rj(jobDeploymentStatus="Running", jobStatus="SUCCEEDED"),
+                                                "Running", False),
+    "deadline, job still running (#2314)": (rj(jobDeploymentStatus="Failed", jobStatus="RUNNING",
+                                               reason="DeadlineExceeded"), "DeadlineExceeded", True),
+    "submission failed": (rj(jobDeploymentStatus="Failed", reason="SubmissionFailed"), "Failed", True),
+    "failed job, deployment stuck, fresh (#3553)": (rj(jobDeploymentStatus="Running", jobStatus="FAILED",
+                                                       endTime="2026-01-01T11:59:30Z"), "Running", False),
+    "failed job, deployment stuck, stale (#3553)": (rj(jobDeploymentStatus="Running", jobStatus="FAILED",
+                                                       endTime="2026-01-01T11:50:00Z"), "Failed", True),
+}
+
+
+@pytest.mark.parametrize("case", list(RAYJOB_CASES), ids=list(RAYJOB_CASES))
+def test_observe_rayjob(case: str) -> None:
+    obj, state, needs_stop = RAYJOB_CASES[case]
+    obs = observe_rayjob(obj, NOW, inconsistent_grace_seconds=120)
+    assert (obs.state, obs.needs_stop) == (state, needs_stop)
+
+
+@pytest.mark.parametrize(("info", "state"), [
+    (None, "Missing"), ({"status": "PENDING"}, "Pending"), ({"status": "RUNNING"}, "Running"),
+    ({"status": "SUCCEEDED"}, "Succeeded"), ({"status": "FAILED", "message": "boom"}, "Failed"),
+    ({"status": "STOPPED"}, "Failed"),
+])
+def test_observe_submission(info, state: str) -> None:
+    assert observe_submission(info, None).state == state

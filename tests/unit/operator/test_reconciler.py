@@ -1,0 +1,295 @@
+"""The reconciler with fake clients behind our interfaces: whole runs, kills at every write, outages,
+retries, suspend, invalid specs and deletion."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from tests.unit.operator.fakes import Crasher, FakeEvents, FakeKube, FakeRay, FakeRegistry, Killed
+from tuneloop.api import constants
+from tuneloop.api.finetune import DatasetSummary
+from tuneloop.api.results import JobResult
+from tuneloop.operator.handlers.reconciler import Clients, FineTuneReconciler
+from tuneloop.operator.settings import OperatorSettings
+
+NS, NAME, UID = "ns", "ft", "11111111-2222-3333-4444-555555555555"
+H = "h" * 64
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+class World:
+    """One FineTune, fake systems that outlive operator restarts, and a way to restart the operator."""
+
+    def __init__(self, mode: str = "RayJob", **spec: Any) -> None:
+        self.crasher = Crasher()
+        self.kube = FakeKube(self.crasher)
+        self.ray = FakeRay(self.crasher)
+        self.registry = FakeRegistry(self.crasher)
+        self.events = FakeEvents()
+        self.clock = Clock()
+        ray = {"mode": mode}
+        if mode == "ExistingCluster":
+            ray["address"] = "http://ray:8265"
+        body_spec = {"baseModel": {"uri": "hf://m/x"}, "dataset": {"uri": "s3://b/d.jsonl"},
+                     "registry": {"modelName": "m", "trackingUri": "http://mlflow"}, "ray": ray,
+                     "resources": {"gpus": 1}, "backoffLimit": 1, **spec}
+        self.kube.finetunes[(NS, NAME)] = {
+            "apiVersion": constants.API_VERSION, "kind": "FineTune",
+            "metadata": {"name": NAME, "namespace": NS, "uid": UID, "generation": 1, "annotations": {}},
+            "spec": body_spec,
+        }
+        self.restart()
+
+    def restart(self) -> None:
+        settings = OperatorSettings(poll_seconds=1, max_poll_seconds=8, storage_root="/nonexistent",
+                                    inconsistent_grace_seconds=10, deadline_grace_seconds=5)
+        self.op = FineTuneReconciler(Clients(self.kube, self.ray, self.registry, self.events), settings,
+                                     clock=self.clock)
+
+    def reconcile(self) -> float | None:
+        return asyncio.run(self.op.reconcile(NS, NAME))
+
+    @property
+    def body(self) -> dict[str, Any]:
+        return self.kube.finetunes[(NS, NAME)]
+
+    @property
+    def status(self) -> dict[str, Any]:
+        return self.body.get("status") or {}
+
+    def ready(self) -> dict[str, Any]:
+        return next(c for c in self.status["conditions"] if c["type"] == "Ready")
+
+    def update_spec(self, **changes: Any) -> None:
+        self.body["spec"].update(changes)
+        self.body["metadata"]["generation"] += 1
+
+    def job_succeeds(self, metric: float = 0.8, attempt: int = 1, run: int = 1, status: str = "Succeeded",
+                     reason: str | None = None) -> None:
+        self.registry.results[(UID, run, attempt)] = JobResult(
+            status=status, reason=reason, message="bad row 3" if reason else None, run_id=f"run-{attempt}",
+            model_uri=f"runs:/run-{attempt}/model", metrics={"exact_match": metric},
+            baseline_metrics={"exact_match": 0.5}, dataset=DatasetSummary(hash=H, total_rows=10, train_rows=9,
+                                                                           eval_rows=1))
+        if self.status["run"]["mode"] == "RayJob":
+            self.kube.set_rayjob_status(jobDeploymentStatus="Complete", jobStatus="SUCCEEDED")
+        else:
+            self.ray.jobs[self.status["run"]["submissionId"]]["status"] = "SUCCEEDED"
+
+
+def run_to_end(world: World, limit: int = 30) -> None:
+    for _ in range(limit):
+        try:
+            world.reconcile()
+        except Killed:
+            world.crasher.after = None
+            world.restart()
+            continue
+        if world.status.get("phase") in ("Succeeded", "Failed"):
+            return
+        if world.status.get("phase") in ("Launching", "Running") and world.status["run"]["attempt"] >= 1 \
+                and (UID, 1, world.status["run"]["attempt"]) not in world.registry.results:
+            world.job_succeeds(attempt=world.status["run"]["attempt"])
+    raise AssertionError(f"never finished: {world.status}")
+
+
+@pytest.mark.parametrize("mode", ["RayJob", "ExistingCluster"])
+def test_whole_run(mode: str) -> None:
+    w = World(mode)
+    assert w.reconcile() == 1  # poll while the job runs
+    assert w.status["phase"] == "Launching" and w.status["run"]["attempt"] == 1
+    w.job_succeeds()
+    assert w.reconcile() is None  # nothing left to poll
+    st = w.status
+    assert st["phase"] == "Succeeded" and st["model"]["version"] == "1" and st["model"]["alias"] == "champion"
+    assert w.registry.aliases == {"champion": "1"}
+    assert w.ready()["reason"] == "Promoted" and st["observedGeneration"] == 1
+    tags = w.registry.versions[0].tags
+    assert tags[constants.TAG_DATASET_HASH] == H and tags[constants.TAG_EVAL_METRIC_PREFIX + "exact_match"] == "0.8"
+    assert [e[1] for e in w.events.events][:1] == ["Launching"] and w.events.events[-1][1] == "Promoted"
+    assert st["cost"]["gpuHours"] == 0.0  # the fake clock did not move
+
+
+# Writes in a full RayJob run: ConfigMap, RayJob, status (Launching), status (Registering + metrics),
+# version, status (version), status (decision), alias, status (Succeeded). Kill after each of them.
+@pytest.mark.parametrize("kill_after", range(0, 10))
+@pytest.mark.parametrize("mode", ["RayJob", "ExistingCluster"])
+def test_killed_at_any_write_still_one_job_one_version(mode: str, kill_after: int) -> None:
+    w = World(mode)
+    w.crasher.after = kill_after
+    run_to_end(w)
+    assert w.status["phase"] == "Succeeded", w.status
+    launches = w.kube.rayjob_creates if mode == "RayJob" else w.ray.submits
+    assert launches == 1
+    assert len(w.registry.versions) == 1 and w.registry.aliases == {"champion": "1"}
+    assert [a["outcome"] for a in w.status["attempts"]] == ["Succeeded"]
+    assert len(w.status["aliasHistory"]) == 1
+
+
+def test_failed_attempts_are_retried_up_to_backoff_limit() -> None:
+    w = World()
+    w.reconcile()
+    w.kube.set_rayjob_status(jobDeploymentStatus="Complete", jobStatus="FAILED", reason="AppFailed",
+                             message="Traceback: boom")
+    w.reconcile()
+    assert w.status["run"]["attempt"] == 2 and w.ready()["reason"] == "Retrying"
+    assert len(w.kube.rayjobs) == 2
+    w.kube.set_rayjob_status(jobDeploymentStatus="Complete", jobStatus="FAILED", reason="AppFailed",
+                             message="Traceback: boom")
+    w.reconcile()
+    st = w.status
+    assert st["phase"] == "Failed" and w.ready()["reason"] == "JobFailed"
+    assert "backoffLimit 1 reached after 2 failed" in w.ready()["message"] and "boom" in w.ready()["message"]
+    assert [a["outcome"] for a in st["attempts"]] == ["Failed", "Failed"]
+    assert w.reconcile() is None and len(w.kube.rayjobs) == 2  # terminal: nothing more
+
+
+def test_data_invalid_failure_is_not_retried() -> None:
+    w = World("ExistingCluster")
+    w.reconcile()
+    w.registry.results[(UID, 1, 1)] = JobResult(status="Failed", reason="DataInvalid",
+                                                message="data.jsonl line 3: missing field completion")
+    w.ray.jobs[w.status["run"]["submissionId"]]["status"] = "FAILED"
+    w.reconcile()
+    assert w.status["phase"] == "Failed" and w.ready()["reason"] == "DataInvalid"
+    assert "line 3" in w.ready()["message"] and w.ray.submits == 1
+
+
+def test_deadline_stops_the_job() -> None:
+    w = World("ExistingCluster", activeDeadlineSeconds=60)
+    w.reconcile()
+    w.ray.jobs[w.status["run"]["submissionId"]]["status"] = "RUNNING"
+    w.reconcile()
+    assert w.status["phase"] == "Running"
+    w.clock.advance(61)
+    w.reconcile()
+    assert w.status["phase"] == "Failed" and w.ready()["reason"] == "DeadlineExceeded"
+    assert w.ray.stopped == [w.status["run"]["submissionId"]]
+    assert w.status["attempts"][0]["outcome"] == "DeadlineExceeded"
+    assert w.status["cost"]["gpuHours"] == pytest.approx(61 / 3600, abs=1e-6)
+
+
+def test_registry_outage_is_waited_out_then_registers_once() -> None:
+    w = World()
+    w.reconcile()
+    w.job_succeeds()
+    w.registry.down = True
+    delays = [w.reconcile() for _ in range(4)]
+    assert delays == [1, 2, 4, 8]  # exponential backoff, capped at max_poll_seconds
+    assert w.status["phase"] == "Registering" and w.ready()["reason"] == "RegistryUnavailable"
+    assert sum(1 for e in w.events.events if e[1] == "RegistryUnavailable") == 1
+    w.registry.down = False
+    w.reconcile()
+    assert w.status["phase"] == "Succeeded" and len(w.registry.versions) == 1
+
+
+def test_ray_outage_is_reported() -> None:
+    w = World("ExistingCluster")
+    w.ray.down = True
+    w.reconcile()
+    assert w.ready()["reason"] == "RayUnavailable" and "ray is down" in w.ready()["message"]
+    w.ray.down = False
+    w.reconcile()
+    assert w.status["phase"] == "Launching" and w.ray.submits == 1
+
+
+def test_suspend_stops_and_resume_launches_next_attempt() -> None:
+    w = World()
+    w.reconcile()
+    w.update_spec(suspend=True)
+    w.reconcile()
+    assert w.status["phase"] == "Suspended" and w.kube.rayjobs == {}
+    assert w.status["run"]["number"] == 1  # suspend is not a new run
+    assert [a["outcome"] for a in w.status["attempts"]] == ["Stopped"]
+    assert any(c["type"] == "Suspended" and c["status"] == "True" for c in w.status["conditions"])
+    w.update_spec(suspend=False)
+    w.reconcile()
+    assert w.status["phase"] == "Launching" and w.status["run"]["attempt"] == 2
+    w.job_succeeds(attempt=2)
+    w.reconcile()
+    assert w.status["phase"] == "Succeeded"  # a stopped attempt does not count toward backoffLimit
+
+
+def test_spec_change_starts_a_new_run_and_stops_the_old_job() -> None:
+    w = World()
+    run_to_end(w)
+    w.update_spec(training={"epochs": 5})
+    w.reconcile()
+    assert w.status["run"]["number"] == 2 and w.status["phase"] == "Launching" and "model" not in w.status
+    w.update_spec(training={"epochs": 6})
+    w.reconcile()
+    assert w.status["run"]["number"] == 3 and w.status["attempts"][-1]["outcome"] == "Stopped"
+
+
+def test_worse_candidate_stays_challenger() -> None:
+    w = World()
+    run_to_end(w)
+    w.update_spec(training={"epochs": 5})
+    w.reconcile()
+    w.registry.results[(UID, 2, 1)] = JobResult(
+        status="Succeeded", run_id="r2", model_uri="runs:/r2/model", metrics={"exact_match": 0.7},
+        baseline_metrics={"exact_match": 0.5}, dataset=DatasetSummary(hash=H, total_rows=10, train_rows=9, eval_rows=1))
+    w.kube.set_rayjob_status(jobDeploymentStatus="Complete", jobStatus="SUCCEEDED")
+    w.reconcile()
+    st = w.status
+    assert st["model"]["alias"] == "challenger" and st["model"]["version"] == "2"
+    assert w.registry.aliases == {"champion": "1", "challenger": "2"}
+    assert w.ready()["reason"] == "NotPromoted" and "missed by 0.1" in w.ready()["message"]
+
+
+def test_invalid_spec_is_reported_once_without_retry_storm() -> None:
+    w = World("ExistingCluster")
+    w.body["spec"]["ray"] = {"mode": "ExistingCluster"}
+    for _ in range(3):
+        assert w.reconcile() is None
+    assert w.status["phase"] == "Failed" and w.ready()["reason"] == "InvalidSpec"
+    assert "spec.ray.address" in w.ready()["message"]
+    assert w.kube.status_writes == 1 and len(w.events.events) == 1 and w.events.events[0][0] == "Warning"
+    assert w.ray.submits == 0
+    w.update_spec(ray={"mode": "ExistingCluster", "address": "http://ray:8265"})
+    w.reconcile()
+    assert w.status["phase"] == "Launching" and w.ray.submits == 1
+
+
+def test_missing_result_fails_after_grace() -> None:
+    w = World()
+    w.reconcile()
+    w.kube.set_rayjob_status(jobDeploymentStatus="Complete", jobStatus="SUCCEEDED")
+    w.reconcile()
+    assert w.status["phase"] == "Registering" and w.ready()["reason"] == "ResultMissing"
+    w.clock.advance(301)
+    w.reconcile()
+    assert w.status["phase"] == "Failed" and w.ready()["reason"] == "ResultMissing"
+
+
+def test_cleanup_deletes_children_and_gives_up_on_unreachable_ray() -> None:
+    w = World("ExistingCluster")
+    w.reconcile()
+    w.ray.down = True
+    w.body["metadata"]["deletionTimestamp"] = w.clock.now.isoformat()
+    from tuneloop.operator.clients.errors import Unavailable
+
+    with pytest.raises(Unavailable):
+        asyncio.run(w.op.cleanup(w.body))
+    w.clock.advance(61)
+    asyncio.run(w.op.cleanup(w.body))  # bounded: gives up with a Warning
+    assert w.events.events[-1][:2] == ("Warning", "CleanupAbandoned")
+    w2 = World()
+    w2.reconcile()
+    w2.body["metadata"]["deletionTimestamp"] = w2.clock.now.isoformat()
+    asyncio.run(w2.op.cleanup(w2.body))
+    assert w2.kube.rayjobs == {} and w2.kube.configmaps == {}

@@ -1,0 +1,52 @@
+"""Semantic validation: field paths, reasons, and when file:// paths are checked."""
+
+from __future__ import annotations
+
+import pytest
+
+from tuneloop.api.finetune import FineTuneSpec
+from tuneloop.operator.logic.validation import ValidationContext, summarize, validate_spec
+
+
+def spec(**kw) -> FineTuneSpec:
+    body = {"baseModel": {"uri": "file:///models/tiny"}, "dataset": {"uri": "file:///data/x.jsonl"},
+            "registry": {"modelName": "m", "trackingUri": "http://mlflow"},
+            "ray": {"mode": "ExistingCluster", "address": "http://127.0.0.1:8265"}}
+    body.update(kw)
+    return FineTuneSpec.model_validate(body)
+
+
+def ctx(existing=("/models/tiny", "/data/x.jsonl"), default_uri=None, mode="auto") -> ValidationContext:
+    return ValidationContext(default_uri, mode, lambda p: p in existing)
+
+
+CASES = {
+    "valid": (spec(), ctx(), []),
+    "dataset missing": (spec(), ctx(existing=("/models/tiny",)), [("spec.dataset.uri", "DataInvalid")]),
+    "base model missing": (spec(), ctx(existing=("/data/x.jsonl",)), [("spec.baseModel.uri", "InvalidSpec")]),
+    "remote cluster: paths not checked": (spec(ray={"mode": "ExistingCluster", "address": "http://ray:8265"}),
+                                          ctx(existing=()), []),
+    "RayJob: paths are inside pods": (spec(ray={"mode": "RayJob"}), ctx(existing=()), []),
+    "always checks": (spec(ray={"mode": "RayJob"}), ctx(existing=("/models/tiny",), mode="always"),
+                      [("spec.dataset.uri", "DataInvalid")]),
+    "no address": (spec(ray={"mode": "ExistingCluster"}), ctx(), [("spec.ray.address", "InvalidSpec")]),
+    "no tracking uri anywhere": (spec(registry={"modelName": "m"}), ctx(), [("spec.registry.trackingUri",
+                                                                             "InvalidSpec")]),
+    "operator default tracking uri": (spec(registry={"modelName": "m"}), ctx(default_uri="http://m"), []),
+    "secret ref unsupported": (spec(registry={"modelName": "m", "trackingUriSecretRef": {"name": "s", "key": "k"}}),
+                               ctx(), [("spec.registry.trackingUriSecretRef", "InvalidSpec")]),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES), ids=list(CASES))
+def test_validate(case: str) -> None:
+    given, context, expected = CASES[case]
+    assert [(p.field, p.reason) for p in validate_spec(given, context)] == expected
+
+
+def test_summary_reason_and_message() -> None:
+    problems = validate_spec(spec(), ctx(existing=()))
+    reason, message = summarize(problems)
+    assert reason == "InvalidSpec" and "/data/x.jsonl" in message and "spec.baseModel.uri" in message
+    reason, _ = summarize(validate_spec(spec(), ctx(existing=("/models/tiny",))))
+    assert reason == "DataInvalid"
