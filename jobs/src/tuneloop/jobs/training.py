@@ -19,6 +19,7 @@ import contextlib
 import json
 import math
 import random
+import resource
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -227,6 +228,7 @@ def train_loop_per_worker(config_dict: dict[str, Any]) -> None:
                 eval_tokens += n
         sums = _sum_across_ranks([loss_total, target_tokens, input_tokens, eval_loss_total, eval_tokens], device)
         slowest = _max_across_ranks(loop_seconds, device)
+        peak_rss_mb = _max_across_ranks(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, device)
         metrics = {
             "epoch": float(epoch + 1),
             "train_loss": sums[0] / max(sums[1], 1),
@@ -235,6 +237,7 @@ def train_loop_per_worker(config_dict: dict[str, Any]) -> None:
             "train_loop_seconds": slowest,
             "train_tokens_per_second": sums[2] / max(slowest, 1e-9),
             "learning_rate": float(scheduler.get_last_lr()[0]),
+            "worker_peak_rss_mb": peak_rss_mb,
         }
         history = [*history, metrics]
         resume = {"resumed_from": resumed_from, "resumed_at_epoch": resumed_at}
