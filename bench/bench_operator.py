@@ -1,0 +1,159 @@
+"""Operator benchmark: apply 100 and 500 FineTunes at once in RayJob mode against a real apiserver
+(control plane from devenv, the test RayJob CRD installed, no KubeRay) and measure
+
+* apply → RayJob-created latency per FineTune (p50, p99): from just before the create request is
+  sent to the moment a watch on RayJobs delivers the child,
+* the time until every FineTune has its RayJob,
+* the operator's peak RSS (VmHWM of the `kopf run` process, a fresh process per size).
+
+Writes bench/results/operator.json. Goals: p50 < 150 ms and p99 < 1 s at 500; RSS < 250 MB.
+Run: `python bench/bench_operator.py [--sizes 100 500]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results" / "operator.json"
+RAYJOB_CRD = REPO / "tests" / "fixtures" / "rayjob-crd.yaml"
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def finetune(name: str) -> dict:
+    return {
+        "apiVersion": "tuneloop.io/v1alpha1", "kind": "FineTune", "metadata": {"name": name},
+        "spec": {"baseModel": {"uri": "hf://tiny/llama"}, "dataset": {"uri": "s3://bucket/data.jsonl"},
+                 "registry": {"modelName": "bench", "trackingUri": "http://127.0.0.1:1"},
+                 "resources": {"gpus": 1, "workers": 2}, "activeDeadlineSeconds": 3600},
+    }
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def run_size(cp, api_client, size: int, workers: int) -> dict:
+    from kubernetes import client as k8s
+    from kubernetes import watch
+
+    ns = f"bench-{size}-{int(time.time())}"
+    cp.kubectl("create", "namespace", ns)
+    env = {**os.environ, "KUBECONFIG": str(cp.kubeconfig), "TUNELOOP_POLL_SECONDS": "30",
+           "TUNELOOP_METRICS_PORT": "0", "TUNELOOP_KUBE_THREADS": "16"}
+    log = open(REPO / "bench" / "results" / f"operator-{size}.log", "w")  # noqa: SIM115
+    op = subprocess.Popen([sys.executable, "-m", "kopf", "run", "-m", "tuneloop.operator.main", "--standalone",
+                           "--namespace", ns], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+    custom = k8s.CustomObjectsApi(api_client)
+    seen: dict[str, float] = {}
+    done = threading.Event()
+    ready = threading.Event()
+
+    def watch_rayjobs() -> None:
+        w = watch.Watch()
+        ready.set()
+        for event in w.stream(custom.list_namespaced_custom_object, "ray.io", "v1", ns, "rayjobs",
+                              timeout_seconds=600):
+            if event["type"] == "ADDED":
+                owner = event["object"]["metadata"]["ownerReferences"][0]["name"]
+                seen.setdefault(owner, time.monotonic())
+                if len(seen) >= size + 1:
+                    break
+        done.set()
+
+    threading.Thread(target=watch_rayjobs, daemon=True).start()
+    ready.wait()
+    try:
+        # Warm-up: the operator is up once it launched this one.
+        custom.create_namespaced_custom_object("tuneloop.io", "v1alpha1", ns, "finetunes", finetune("warmup"))
+        deadline = time.monotonic() + 120
+        while "warmup" not in seen:
+            if op.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"operator did not launch the warm-up FineTune; see {log.name}")
+            time.sleep(0.05)
+        rss_idle = peak_rss_mb(op.pid)
+        profile = os.environ.get("BENCH_PROFILE")  # a py-spy raw output path, to see where time goes
+        if profile:
+            subprocess.Popen(["py-spy", "record", "--pid", str(op.pid), "--duration", "12", "-f", "raw",
+                              "-o", profile], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(1)
+        applied: dict[str, float] = {}
+
+        def apply(i: int) -> None:
+            name = f"ft-{i:04d}"
+            applied[name] = time.monotonic()
+            custom.create_namespaced_custom_object("tuneloop.io", "v1alpha1", ns, "finetunes", finetune(name))
+
+        started = time.monotonic()
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            list(pool.map(apply, range(size)))
+        apply_seconds = time.monotonic() - started
+        if not done.wait(timeout=600):
+            raise RuntimeError(f"only {len(seen) - 1}/{size} RayJobs after 600s")
+        latencies = [seen[name] - t for name, t in applied.items()]
+        return {
+            "finetunes": size,
+            "apply_seconds": round(apply_seconds, 3),
+            "latency_ms_p50": round(percentile(latencies, 50) * 1000, 1),
+            "latency_ms_p99": round(percentile(latencies, 99) * 1000, 1),
+            "latency_ms_max": round(max(latencies) * 1000, 1),
+            "latency_ms_mean": round(statistics.mean(latencies) * 1000, 1),
+            "all_launched_seconds": round(max(seen[n] for n in applied) - started, 3),
+            "operator_rss_mb_idle": round(rss_idle, 1),
+            "operator_rss_mb_peak": round(peak_rss_mb(op.pid), 1),
+        }
+    finally:
+        op.terminate()
+        try:
+            op.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            op.kill()
+        log.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100, 500])
+    parser.add_argument("--apply-threads", type=int, default=8, help="client threads creating FineTunes")
+    args = parser.parse_args()
+    from kubernetes import config
+
+    from tuneloop.devenv import controlplane
+
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    with controlplane.running() as cp:
+        cp.kubectl("apply", "--server-side", "-f", str(RAYJOB_CRD))
+        cp.kubectl("wait", "--for=condition=Established", "--timeout=30s", "-f", str(RAYJOB_CRD))
+        api_client = config.new_client_from_config(config_file=str(cp.kubeconfig), context="admin")
+        api_client.configuration.connection_pool_maxsize = args.apply_threads
+        runs = []
+        for size in args.sizes:
+            result = run_size(cp, api_client, size, args.apply_threads)
+            print(json.dumps(result), flush=True)
+            runs.append(result)
+    out = {"benchmark": "operator apply -> RayJob created (RayJob mode, no KubeRay)", "cpus": os.cpu_count(),
+           "goals": {"p50_ms_at_500": 150, "p99_ms_at_500": 1000, "rss_mb": 250}, "runs": runs}
+    RESULTS.write_text(json.dumps(out, indent=2) + "\n")
+    print(f"wrote {RESULTS}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

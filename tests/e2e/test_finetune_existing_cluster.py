@@ -1,0 +1,98 @@
+"""The FineTune controller end to end in ExistingCluster mode: the operator in-process against the
+real apiserver, a real `ray start --head` and MLflow server on loopback, and the real training job on
+the tiny Llama. A FineTune trains, registers and becomes champion; a worse one stays challenger."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.api.conftest import OPERATOR_ENV, start_operator
+from tests.api.kube import Cluster, wait_for
+from tuneloop.api import constants
+from tuneloop.devenv import mlflow_server, ray_head, tinymodel
+
+pytestmark = [pytest.mark.e2e, pytest.mark.apiserver, pytest.mark.slow]
+FAST_RAY_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5", "MLFLOW_DISABLE_TELEMETRY": "true"}
+
+
+@pytest.fixture(scope="module")
+def services(tmp_path_factory) -> Iterator[dict[str, Any]]:
+    workdir = tmp_path_factory.mktemp("ft-e2e")
+    ray_dir = Path(f"/tmp/tl-ft-{os.getpid()}")  # unix socket paths must stay short
+    mlflow_srv, head = mlflow_server.MlflowServer(workdir / "mlflow"), ray_head.RayHead(ray_dir, num_cpus=3)
+    with contextlib.ExitStack() as stack:
+        stack.callback(shutil.rmtree, ray_dir, True)
+        stack.callback(head.stop)
+        stack.callback(mlflow_srv.stop)
+        threads = [threading.Thread(target=s.start) for s in (mlflow_srv, head)]
+        for t in threads:
+            t.start()
+        model_dir = tinymodel.build_model(workdir / "model")
+        data = tinymodel.write_jsonl(workdir / "data.jsonl", tinymodel.invoice_examples(96, seed=3))
+        for t in threads:
+            t.join()
+        yield {"tracking_uri": mlflow_srv.tracking_uri, "address": head.address, "model": model_dir, "data": data,
+               "storage": workdir / "storage"}
+
+
+def spec(s: dict[str, Any], **training: Any) -> dict[str, Any]:
+    return {
+        "baseModel": {"uri": f"file://{s['model']}"},
+        "lora": {"rank": 8, "alpha": 16, "dropout": 0.0, "targetModules": ["q_proj", "k_proj", "v_proj", "o_proj"]},
+        "dataset": {"uri": f"file://{s['data']}", "evalFraction": 0.15, "splitSeed": "e2e"},
+        "training": {"epochs": 2, "learningRate": 0.02, "batchSize": 8, "maxSeqLength": 160, "seed": 7, **training},
+        "resources": {"workers": 2},
+        "evaluation": {"maxNewTokens": 40, "maxExamples": 6, "baseline": {"enabled": False},
+                       "promotion": {"metric": "loss"}},
+        "registry": {"modelName": "invoices-ft-e2e", "trackingUri": s["tracking_uri"]},
+        "ray": {"mode": "ExistingCluster", "address": s["address"], "runtimeEnv": {"env_vars": FAST_RAY_ENV}},
+        "backoffLimit": 0,
+    }
+
+
+def test_finetunes_train_register_and_gate(services, api_client, namespace, kubeconfig):
+    env = {**OPERATOR_ENV, "KUBECONFIG": str(kubeconfig), "TUNELOOP_POLL_SECONDS": "1",
+           "TUNELOOP_STORAGE_ROOT": str(services["storage"])}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    cluster = Cluster(api_client, namespace)
+    try:
+        with start_operator(namespace):
+            body = {"apiVersion": constants.API_VERSION, "kind": "FineTune", "metadata": {"name": "good"},
+                    "spec": spec(services)}
+            cluster.create(body)
+
+            def finished(name: str):
+                return lambda: cluster.status(name) if cluster.status(name).get("phase") in ("Succeeded",
+                                                                                              "Failed") else None
+            st = wait_for(finished("good"), timeout=420, interval=1, what="first FineTune finished")
+            assert st["phase"] == "Succeeded", st
+            assert st["model"]["version"] == "1" and st["model"]["alias"] == "champion"
+            assert st["metrics"]["loss"] > 0 and st["dataset"]["evalRows"] > 0
+            assert st["run"]["submissionId"].startswith("tuneloop-")
+            client = MlflowClient(services["tracking_uri"])
+            assert client.get_model_version_by_alias("invoices-ft-e2e", "champion").version == "1"
+
+            worse = {**body, "metadata": {"name": "worse"}, "spec": spec(services, epochs=1, learningRate=1e-6)}
+            cluster.create(worse)
+            st2 = wait_for(finished("worse"), timeout=420, interval=1, what="second FineTune finished")
+            assert st2["phase"] == "Succeeded", st2
+            assert st2["model"]["version"] == "2" and st2["model"]["alias"] == "challenger"
+            assert st2["promotion"]["promoted"] is False and st2["promotion"]["championVersion"] == "1"
+            assert client.get_model_version_by_alias("invoices-ft-e2e", "champion").version == "1"
+            assert len(client.search_model_versions("name = 'invoices-ft-e2e'")) == 2
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
