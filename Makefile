@@ -60,7 +60,7 @@ bench-train: setup ## Ray Train job vs a plain PEFT loop: tokens/s, start-up, pe
 	$(PY) bench/bench_train.py --out bench/results/train.json
 
 bench-operator: setup kube-apiserver ## Apply 100 and 500 FineTunes: apply->RayJob latency, operator RSS
-	$(PY) bench/bench_operator.py --out bench/results/operator.json
+	$(PY) bench/bench_operator.py
 
 clean: ## Remove build outputs (keeps .venv and caches)
 	rm -rf bench/results .pytest_cache .mypy_cache .ruff_cache
