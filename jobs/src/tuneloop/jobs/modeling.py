@@ -194,6 +194,7 @@ def load_for_inference(base_dir: str | Path, trained_dir: str | Path | None, met
 
     on_cuda = getattr(device, "type", "cpu") == "cuda"
     dtype = compute_dtype("auto", on_cuda) if on_cuda else torch.float32
+    model: Any
     if trained_dir is not None and method == "full":
         model = AutoModelForCausalLM.from_pretrained(str(trained_dir), dtype=dtype)
     else:

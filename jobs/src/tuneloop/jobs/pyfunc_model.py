@@ -14,12 +14,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import mlflow.pyfunc
+from mlflow.pyfunc import PythonModel
 
 from tuneloop.jobs import evaluating, modeling, prompts
 
 
-class TunedTextModel(mlflow.pyfunc.PythonModel):
+class TunedTextModel(PythonModel):
     """Generates answers for prompts with the fine-tuned model (base + adapter, or full weights)."""
 
     def load_context(self, context: Any) -> None:

@@ -196,7 +196,8 @@ def train_loop_per_worker(config_dict: dict[str, Any]) -> None:
         for step, batch_idx in enumerate(batches):
             batch = {k: v.to(device) for k, v in collate([train[i] for i in batch_idx], tokenizer.pad_token_id).items()}
             last_micro = (step + 1) % cfg.gradient_accumulation_steps == 0 or step == len(batches) - 1
-            sync = contextlib.nullcontext() if last_micro or not hasattr(ddp_model, "no_sync") else ddp_model.no_sync()
+            no_sync: Any = getattr(ddp_model, "no_sync", None)  # DDP only (world size > 1)
+            sync = contextlib.nullcontext() if last_micro or no_sync is None else no_sync()
             with sync:
                 loss_sum, n = _loss_sum(ddp_model, batch, autocast)
                 loss = loss_sum / max(n, 1) / cfg.gradient_accumulation_steps
