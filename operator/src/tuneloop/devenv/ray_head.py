@@ -123,17 +123,16 @@ class RayHead:
             # SIGTERM grace, then the group kill catches everything (raylet, GCS, workers, agents).
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGTERM)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=3)
-            except subprocess.TimeoutExpired:
-                pass
         if proc is not None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGKILL)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=5)
         # FACTS: a stale ray_current_cluster makes the next ray.init() join this dead cluster.
-        for stale in (self.temp_dir / "ray_current_cluster", Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"):
+        marker = "ray_current_cluster"
+        for stale in (self.temp_dir / marker, Path(tempfile.gettempdir()) / "ray" / marker):
             with contextlib.suppress(OSError):
                 if stale.is_file() and self.gcs_address in stale.read_text():
                     stale.unlink()
