@@ -166,6 +166,11 @@ def test_submitted_job_trains_evaluates_and_logs(submitted_run, services: Servic
     assert run.data.metrics["baseline_loss"] == result.baseline_metrics["loss"]
     artifacts = {a.path for a in client.list_artifacts(result.run_id, "dataset")}
     assert artifacts == {"dataset/held_out.jsonl"}
+    # The result document rides on the run too: in RayJob mode the controller cannot read the pod's file.
+    logged_path = client.download_artifacts(result.run_id, "tuneloop-result.json", str(storage))
+    logged = JobResult.model_validate(json.loads(Path(logged_path).read_text()))
+    assert logged.status == "Succeeded" and logged.model_uri == result.model_uri
+    assert logged.metrics == result.metrics and logged.dataset == result.dataset
 
     import mlflow.pyfunc
 

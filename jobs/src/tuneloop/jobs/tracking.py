@@ -17,6 +17,7 @@ from typing import Any
 
 from tuneloop.api import constants
 from tuneloop.api.finetune import DatasetSummary, FineTuneSpec
+from tuneloop.api.results import JobResult
 from tuneloop.jobs.errors import ExitCode, JobError
 
 MODEL_NAME = "model"
@@ -156,6 +157,13 @@ class Tracker:
                 pip_requirements=_requirements(), tags={constants.TAG_METHOD: spec.method},
             )
         return str(info.model_uri)
+
+    def log_result(self, result: JobResult) -> None:
+        """The result document on the run, where the controller reads it when the job ran in a pod."""
+        import mlflow
+
+        with _mlflow_errors("logging the result document"):
+            mlflow.log_dict(result.to_k8s(), constants.RESULT_ARTIFACT)
 
     def finish(self, succeeded: bool) -> None:
         import mlflow

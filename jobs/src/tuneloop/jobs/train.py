@@ -112,7 +112,7 @@ def write_result(path: Path | None, result: JobResult) -> None:
     os.replace(tmp, path)
 
 
-def run(args: argparse.Namespace, result: JobResult) -> JobResult:
+def run(args: argparse.Namespace, result: JobResult, started: float) -> JobResult:
     """The job proper; fills `result` as it goes so a failure still reports what was done."""
     from tuneloop.jobs import evaluating, modeling, tracking, training
 
@@ -173,12 +173,16 @@ def run(args: argparse.Namespace, result: JobResult) -> JobResult:
         _log(f"held-out ({evaluation.examples}): model {evaluation.metrics}, baseline {evaluation.baseline_metrics}")
         tracker.log_evaluation(evaluation.metrics, evaluation.baseline_metrics, Path(request.predictions_path))
         result.model_uri = tracker.log_model(trained_dir, spec)
+        result.status = "Succeeded"
+        result.exit_code = ExitCode.OK
+        result.duration_seconds = round(time.monotonic() - started, 3)
+        # Last, so a run that carries the document is a run whose model is complete.
+        tracker.log_result(result)
     except BaseException:
+        result.status, result.exit_code = "Failed", int(ExitCode.INTERNAL)
         tracker.finish(succeeded=False)
         raise
     tracker.finish(succeeded=True)
-    result.status = "Succeeded"
-    result.exit_code = ExitCode.OK
     return result
 
 
@@ -191,7 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.monotonic()
     result = JobResult(status="Failed", exit_code=int(ExitCode.INTERNAL))
     try:
-        run(args, result)
+        run(args, result, started)
         code = ExitCode.OK
     except JobError as e:
         _log(f"FAILED {e.reason} (exit {int(e.code)}): {e.message}")
