@@ -53,7 +53,8 @@ class MlflowServer:
 
     def start(self, timeout_seconds: float = 120) -> MlflowServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
+        # A restart keeps the port (and the backing store in workdir): clients keep their tracking URI.
+        self.port = self.port or free_port()
         mlflow_bin = Path(sys.executable).with_name("mlflow")
         argv = [
             str(mlflow_bin) if mlflow_bin.exists() else "mlflow", "server",
