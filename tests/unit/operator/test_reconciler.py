@@ -293,3 +293,19 @@ def test_cleanup_deletes_children_and_gives_up_on_unreachable_ray() -> None:
     w2.body["metadata"]["deletionTimestamp"] = w2.clock.now.isoformat()
     asyncio.run(w2.op.cleanup(w2.body))
     assert w2.kube.rayjobs == {} and w2.kube.configmaps == {}
+
+
+def test_first_look_with_a_given_body_saves_the_get() -> None:
+    w = World()
+    gets: list[str] = []
+    get = w.kube.get_finetune
+
+    async def counting_get(namespace: str, name: str) -> dict[str, Any] | None:
+        gets.append(name)
+        return await get(namespace, name)
+
+    w.kube.get_finetune = counting_get  # type: ignore[method-assign]
+    assert asyncio.run(w.op.reconcile(NS, NAME, dict(w.body))) == 1
+    assert gets == [] and w.status["phase"] == "Launching" and w.kube.rayjob_creates == 1
+    assert w.reconcile() == 1 and gets == [NAME]  # later looks read the object afresh
+    assert w.kube.rayjob_creates == 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import logging
 from typing import Any
 
@@ -53,10 +54,13 @@ async def reconcile_daemon(stopped: kopf.DaemonStopped, name: str, namespace: st
                            memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
     wake, reconciler = _wake(memo), _reconciler(memo)
     memo.seen = _change_key(body)
+    # The first look uses the body kopf started us with (no status written by us yet), saving a GET
+    # of every new object; later looks GET it, as our own status writes may not have arrived here yet.
+    first_look: dict[str, Any] | None = copy.deepcopy(dict(body))
     while not stopped:
         wake.clear()
         try:
-            delay = await reconciler.reconcile(namespace, name)
+            delay = await reconciler.reconcile(namespace, name, first_look)
         except ClientError as e:
             logger.warning("reconcile failed, retrying in %.1fs: %s", reconciler.settings.poll_seconds, e)
             delay = reconciler.settings.poll_seconds
@@ -64,6 +68,7 @@ async def reconcile_daemon(stopped: kopf.DaemonStopped, name: str, namespace: st
             logger.exception("reconcile crashed, retrying in %.1fs", reconciler.settings.max_poll_seconds)
             reconciler.metrics.errors.labels(system="operator").inc()
             delay = reconciler.settings.max_poll_seconds
+        first_look = None
         if stopped:
             return
         with contextlib.suppress(asyncio.TimeoutError):

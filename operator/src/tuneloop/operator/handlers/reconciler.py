@@ -1,6 +1,7 @@
 """Gather → decide → act for one FineTune, behind our client interfaces (no kopf here).
 
-`FineTuneReconciler.reconcile` reads the FineTune fresh from the apiserver, observes only what its
+`FineTuneReconciler.reconcile` reads the FineTune fresh from the apiserver (or takes the body the
+caller just received, see `reconcile`), observes only what its
 phase needs (the job, the result, the registry), asks `logic.reconciling.decide_finetune` for a plan,
 runs the plan's idempotent actions, writes status only if it changed, and posts an Event per
 transition. It loops while the plan says the next step is ready, and returns when to look again.
@@ -101,17 +102,24 @@ class FineTuneReconciler:
 
     # --- the loop ------------------------------------------------------------------------------
 
-    async def reconcile(self, namespace: str, name: str) -> float | None:
-        """Reconcile until the plan waits; return seconds until the next look (None: on change only)."""
+    async def reconcile(self, namespace: str, name: str, body: dict[str, Any] | None = None) -> float | None:
+        """Reconcile until the plan waits; return seconds until the next look (None: on change only).
+
+        `body`, if given, is used instead of a GET for the first step. Pass it only when it is as fresh
+        as a GET for our purposes: it carries every status this process wrote for the object (the
+        daemon's first look: nothing written yet). Later steps read the object afresh.
+        """
         started = time.monotonic()
         try:
             for _ in range(MAX_STEPS):
-                body = await self.clients.kube.get_finetune(namespace, name)
+                if body is None:
+                    body = await self.clients.kube.get_finetune(namespace, name)
                 if body is None or body["metadata"].get("deletionTimestamp"):
                     return None
                 plan = await self._step(body)
                 if plan is None or not plan.again:
                     return self._next_look(body, plan)
+                body = None
             return self.settings.poll_seconds
         finally:
             self.metrics.reconcile_seconds.observe(time.monotonic() - started)
