@@ -11,6 +11,7 @@ waited on and the next look backs off exponentially up to TUNELOOP_MAX_POLL_SECO
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -259,8 +260,15 @@ class FineTuneReconciler:
         if isinstance(action, Launch):
             target = action.target
             if o.spec.ray.mode == "RayJob":
-                await self.clients.kube.ensure_configmap(rayjob.build_configmap(target))
-                await self.clients.kube.ensure_rayjob(rayjob.build_rayjob(target, uri, self.rayjob_defaults))
+                # Both at once, one round trip: KubeRay takes seconds to reach the pods that mount the
+                # ConfigMap, and a failed half is created by the next look (both creates are idempotent).
+                results = await asyncio.gather(
+                    self.clients.kube.ensure_configmap(rayjob.build_configmap(target)),
+                    self.clients.kube.ensure_rayjob(rayjob.build_rayjob(target, uri, self.rayjob_defaults)),
+                    return_exceptions=True)
+                for result in results:
+                    if isinstance(result, BaseException):
+                        raise result
             else:
                 body = launching.build_submission(target, str(self.settings.storage_root), uri,
                                                   self.settings.job_python, self.version)
