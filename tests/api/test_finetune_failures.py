@@ -7,7 +7,8 @@ The test acts as KubeRay (writes RayJob status), as the training job (writes the
 result artifact) and, for ExistingCluster mode, as the Ray job API (`RayJobApiStub`, a few lines of
 HTTP: a real Ray head costs more start-up than this whole module may take on two cores). The operator
 runs as a child process (`kopf run`), so a restart is a real SIGKILL. One operator serves every test
-namespace of the module (`<prefix>-*`); the restart story has its own operator and namespace.
+namespace of the module (`<prefix>-*`); the restart story has its own operator and namespace. MLflow
+is the session's server: the outage story stops it and starts it again on its port and store.
 """
 
 from __future__ import annotations
@@ -35,7 +36,6 @@ from mlflow.tracking import MlflowClient
 from tests.api.conftest import OPERATOR_ENV
 from tests.api.kube import Cluster, act_as_job, finetune, wait_for
 from tuneloop.api import constants
-from tuneloop.devenv.mlflow_server import MlflowServer
 from tuneloop.operator.logic import naming
 
 pytestmark = [pytest.mark.apiserver, pytest.mark.slow]
@@ -49,19 +49,46 @@ DELETE_TIMEOUT = float(OPERATOR_ENV["TUNELOOP_DELETE_TIMEOUT_SECONDS"])
 # --- the operator as a process that can be killed ------------------------------------------------
 
 
-class OperatorProcess:
-    """`kopf run -m tuneloop.operator.main` in a child process; `kill()` is SIGKILL, no clean-up runs."""
+# Started with `python -c PRELOAD <namespace>`: imports everything the operator will import (mlflow is
+# imported lazily on the first registry call), then waits for "go" on stdin before running kopf.
+PRELOAD = """
+import sys
+import mlflow, mlflow.tracking
+import tuneloop.operator.main
+from kopf import cli
+if sys.stdin.readline().strip() == "go":
+    sys.argv = ["kopf", "run", "-m", "tuneloop.operator.main", "--standalone", "--namespace", sys.argv[1]]
+    cli.main()
+"""
 
-    def __init__(self, namespace: str, env: dict[str, str], log_path: Path) -> None:
-        self.namespace, self.env, self.log_path = namespace, env, log_path
+
+class OperatorProcess:
+    """`kopf run -m tuneloop.operator.main` in a child process; `kill()` is SIGKILL, no clean-up runs.
+
+    With `standby`, a second process has already done its imports (~10 s on two busy cores) and waits:
+    `start()` after `kill()` releases it, so a restart is still a fresh process with no memory of the
+    old one, only without the import time.
+    """
+
+    def __init__(self, namespace: str, env: dict[str, str], log_path: Path, standby: bool = False) -> None:
+        self.namespace, self.env, self.log_path, self.keep_standby = namespace, env, log_path, standby
         self.proc: subprocess.Popen[bytes] | None = None
+        self._standby: subprocess.Popen[bytes] | None = None
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        with open(self.log_path, "ab") as log:
+            return subprocess.Popen([sys.executable, "-c", PRELOAD, self.namespace], env=self.env,
+                                    stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
 
     def start(self) -> OperatorProcess:
-        argv = [sys.executable, "-m", "kopf", "run", "-m", "tuneloop.operator.main", "--standalone",
-                "--namespace", self.namespace]
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(argv, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
+        proc, self._standby = self._standby or self._spawn(), None
+        assert proc.stdin is not None and proc.poll() is None, f"operator standby died:\n{self.tail()}"
+        proc.stdin.write(b"go\n")
+        proc.stdin.close()
+        self.proc = proc
+        if self.keep_standby:
+            self._standby = self._spawn()
         return self
 
     def kill(self) -> None:
@@ -71,6 +98,11 @@ class OperatorProcess:
         proc.wait(timeout=10)
 
     def stop(self) -> int | None:
+        standby, self._standby = self._standby, None
+        if standby is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(standby.pid, signal.SIGKILL)
+            standby.wait(timeout=10)
         proc, self.proc = self.proc, None
         if proc is None:
             return None
@@ -156,14 +188,6 @@ class RayJobApiStub:
 @pytest.fixture(scope="module")
 def ns_prefix() -> str:
     return f"tlf{uuid.uuid4().hex[:6]}"
-
-
-@pytest.fixture(scope="module")
-def mlflow(tmp_path_factory) -> Iterator[MlflowServer]:
-    """This module's own MLflow server: the registry-outage story stops and restarts it."""
-    server = MlflowServer(workdir=tmp_path_factory.mktemp("mlflow-failures")).start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -295,8 +319,8 @@ def running(cluster: Cluster, name: str, job: str) -> dict[str, Any]:
 # --- 1. app failure, retry, Failed ----------------------------------------------------------------
 
 
-def test_app_failure_is_retried_up_to_backoff_limit_then_fails_with_rays_message(cluster, mlflow):
-    uri, model = mlflow.tracking_uri, f"m-{cluster.ns}-app"
+def test_app_failure_is_retried_up_to_backoff_limit_then_fails_with_rays_message(cluster, mlflow_server):
+    uri, model = mlflow_server.tracking_uri, f"m-{cluster.ns}-app"
     ft = cluster.create(finetune("app", uri, model=model, backoffLimit=1))
     a1, a2, a3 = rj(ft, 1), rj(ft, 2), rj(ft, 3)
     wait_status(cluster, "app", launched(1), "attempt 1 launched")
@@ -336,8 +360,8 @@ def test_app_failure_is_retried_up_to_backoff_limit_then_fails_with_rays_message
 # --- 2. deadline -----------------------------------------------------------------------------------
 
 
-def test_deadline_fails_the_attempt_and_deletes_the_rayjob(cluster, mlflow):
-    uri = mlflow.tracking_uri
+def test_deadline_fails_the_attempt_and_deletes_the_rayjob(cluster, mlflow_server):
+    uri = mlflow_server.tracking_uri
     ft = cluster.create(finetune("late", uri, model=f"m-{cluster.ns}", activeDeadlineSeconds=2, backoffLimit=1))
     a1 = rj(ft, 1)
     wait_status(cluster, "late", launched(1), "attempt 1 launched")
@@ -375,9 +399,9 @@ def test_deadline_fails_the_attempt_and_deletes_the_rayjob(cluster, mlflow):
 # --- 3. KubeRay's inconsistent states ----------------------------------------------------------------
 
 
-def test_deployment_failed_while_job_running_fails_the_attempt_and_stops_it(cluster, mlflow):
+def test_deployment_failed_while_job_running_fails_the_attempt_and_stops_it(cluster, mlflow_server):
     """kuberay #2314: jobDeploymentStatus Failed, jobStatus RUNNING. Must not hang in Running."""
-    ft = cluster.create(finetune("incon-a", mlflow.tracking_uri, model=f"m-{cluster.ns}", backoffLimit=0))
+    ft = cluster.create(finetune("incon-a", mlflow_server.tracking_uri, model=f"m-{cluster.ns}", backoffLimit=0))
     a1 = rj(ft, 1)
     wait_status(cluster, "incon-a", launched(1), "attempt 1 launched")
     running(cluster, "incon-a", a1)
@@ -391,15 +415,17 @@ def test_deployment_failed_while_job_running_fails_the_attempt_and_stops_it(clus
     wait_for(lambda: rayjob_names(cluster) == [] or None, 10, "the RayJob of the half-failed attempt deleted")
 
 
-def test_job_failed_while_deployment_stays_running_fails_after_the_grace(cluster, mlflow):
-    """kuberay #3553: jobStatus FAILED, jobDeploymentStatus stays Running."""
-    ft = cluster.create(finetune("incon-b", mlflow.tracking_uri, model=f"m-{cluster.ns}", backoffLimit=0))
+def test_job_failed_while_deployment_stays_running_fails_after_the_grace(cluster, mlflow_server):
+    """kuberay #3553: jobStatus FAILED, jobDeploymentStatus stays Running. KubeRay sets status.endTime only
+    when the deployment finishes, so the Ray job's end is only in status.rayJobInfo.endTime."""
+    ft = cluster.create(finetune("incon-b", mlflow_server.tracking_uri, model=f"m-{cluster.ns}", backoffLimit=0))
     a1 = rj(ft, 1)
     wait_status(cluster, "incon-b", launched(1), "attempt 1 launched")
     running(cluster, "incon-b", a1)
     ended = datetime.now(UTC).replace(microsecond=0)
     cluster.set_rayjob_status(a1, jobDeploymentStatus="Running", jobStatus="FAILED",
-                              endTime=ended.strftime("%Y-%m-%dT%H:%M:%SZ"), message="Job entrypoint failed: exit 1")
+                              rayJobInfo={"endTime": ended.strftime("%Y-%m-%dT%H:%M:%SZ")},
+                              message="Job entrypoint failed: exit 1")
     st = wait_status(cluster, "incon-b", phase("Failed"), "Failed after the inconsistency grace", timeout=20)
     ready = cond(st, "Ready")
     assert ready["reason"] == "JobFailed" and "kuberay #3553" in ready["message"], ready
@@ -409,9 +435,9 @@ def test_job_failed_while_deployment_stays_running_fails_after_the_grace(cluster
     wait_for(lambda: rayjob_names(cluster) == [] or None, 10, "the stuck RayJob deleted")
 
 
-def test_complete_without_succeeded_job_is_not_success(cluster, mlflow):
+def test_complete_without_succeeded_job_is_not_success(cluster, mlflow_server):
     """Complete alone is not success, even with a success result document lying in MLflow."""
-    uri, model = mlflow.tracking_uri, f"m-{cluster.ns}"
+    uri, model = mlflow_server.tracking_uri, f"m-{cluster.ns}"
     ft = cluster.create(finetune("incon-c", uri, model=model, backoffLimit=0))
     a1 = rj(ft, 1)
     wait_status(cluster, "incon-c", launched(1), "attempt 1 launched")
@@ -431,8 +457,8 @@ def test_complete_without_succeeded_job_is_not_success(cluster, mlflow):
 # --- 4. suspend ------------------------------------------------------------------------------------
 
 
-def test_suspend_stops_the_job_and_resume_launches_a_new_attempt_of_the_same_run(cluster, mlflow):
-    ft = cluster.create(finetune("pause", mlflow.tracking_uri, model=f"m-{cluster.ns}", backoffLimit=1))
+def test_suspend_stops_the_job_and_resume_launches_a_new_attempt_of_the_same_run(cluster, mlflow_server):
+    ft = cluster.create(finetune("pause", mlflow_server.tracking_uri, model=f"m-{cluster.ns}", backoffLimit=1))
     a1, a2, a3 = rj(ft, 1), rj(ft, 2), rj(ft, 3)
     wait_status(cluster, "pause", launched(1), "attempt 1 launched")
     running(cluster, "pause", a1)
@@ -465,8 +491,8 @@ def test_suspend_stops_the_job_and_resume_launches_a_new_attempt_of_the_same_run
 # --- 5. delete -------------------------------------------------------------------------------------
 
 
-def test_delete_removes_rayjobs_and_configmap_then_the_object(cluster, mlflow):
-    ft = cluster.create(finetune("gone", mlflow.tracking_uri, model=f"m-{cluster.ns}", backoffLimit=1))
+def test_delete_removes_rayjobs_and_configmap_then_the_object(cluster, mlflow_server):
+    ft = cluster.create(finetune("gone", mlflow_server.tracking_uri, model=f"m-{cluster.ns}", backoffLimit=1))
     a1, a2 = rj(ft, 1), rj(ft, 2)
     wait_status(cluster, "gone", launched(1), "attempt 1 launched")
     cluster.set_rayjob_status(a1, jobDeploymentStatus="Failed", jobStatus="FAILED", message="first try failed")
@@ -482,9 +508,9 @@ def test_delete_removes_rayjobs_and_configmap_then_the_object(cluster, mlflow):
     assert cluster.configmaps() == []
 
 
-def test_delete_with_ray_unreachable_gives_up_after_the_timeout_with_a_warning(cluster, mlflow, ray_api):
+def test_delete_with_ray_unreachable_gives_up_after_the_timeout_with_a_warning(cluster, mlflow_server, ray_api):
     ray = {"mode": "ExistingCluster", "address": ray_api.address}
-    ft = cluster.create(finetune("orphan", mlflow.tracking_uri, model=f"m-{cluster.ns}", ray=ray))
+    ft = cluster.create(finetune("orphan", mlflow_server.tracking_uri, model=f"m-{cluster.ns}", ray=ray))
     sid = naming.submission_id(ft["metadata"]["uid"], 1, 1)
     st = wait_status(cluster, "orphan", phase("Running"), "Running on the existing cluster")
     assert st["run"]["submissionId"] == sid and ray_api.submissions() == [sid]
@@ -507,11 +533,11 @@ def test_delete_with_ray_unreachable_gives_up_after_the_timeout_with_a_warning(c
 
 
 def test_operator_killed_at_every_step_leaves_one_rayjob_and_one_version(
-        api_client, operator_env, rayjob_crd, mlflow, ns_prefix, tmp_path):
+        api_client, operator_env, rayjob_crd, mlflow_server, ns_prefix, tmp_path):
     ns = create_namespace(api_client, f"{ns_prefix}r")
     cluster = Cluster(api_client, ns)
-    uri, model = mlflow.tracking_uri, f"m-{ns}"
-    op = OperatorProcess(ns, operator_process_env(operator_env), tmp_path / "operator.log")
+    uri, model = mlflow_server.tracking_uri, f"m-{ns}"
+    op = OperatorProcess(ns, operator_process_env(operator_env), tmp_path / "operator.log", standby=True)
     try:
         ft = cluster.create(finetune("boot", uri, model=model, backoffLimit=1))  # while no operator runs
         uid, a1 = ft["metadata"]["uid"], rj(ft, 1)
@@ -563,15 +589,15 @@ def test_operator_killed_at_every_step_leaves_one_rayjob_and_one_version(
 # --- 7. MLflow down during registration ------------------------------------------------------------
 
 
-def test_registry_outage_during_registration_is_waited_out_then_registers_once(cluster, mlflow):
-    uri, model = mlflow.tracking_uri, f"m-{cluster.ns}"
+def test_registry_outage_during_registration_is_waited_out_then_registers_once(cluster, mlflow_server):
+    uri, model = mlflow_server.tracking_uri, f"m-{cluster.ns}"
     ft = cluster.create(finetune("reg", uri, model=model, backoffLimit=0))
     a1 = rj(ft, 1)
     wait_status(cluster, "reg", launched(1), "attempt 1 launched")
     running(cluster, "reg", a1)
     act_as_job(uri, experiment(ft), job_tags(ft), {"exact_match": 0.8}, {"exact_match": 0.3})
 
-    mlflow.stop()
+    mlflow_server.stop()
     try:
         cluster.set_rayjob_status(a1, jobStatus="SUCCEEDED", jobDeploymentStatus="Complete")
         st = wait_status(cluster, "reg", lambda s: cond(s, "Ready").get("reason") == "RegistryUnavailable",
@@ -582,8 +608,8 @@ def test_registry_outage_during_registration_is_waited_out_then_registers_once(c
         assert "mlflow unreachable" in cond(cluster.status("reg"), "Ready")["message"]
         wait_warning(cluster, "reg", "RegistryUnavailable")
     finally:
-        mlflow.start()  # same port, same backing store
-    assert mlflow.tracking_uri == uri
+        mlflow_server.start()  # same port, same backing store
+    assert mlflow_server.tracking_uri == uri
 
     st = wait_status(cluster, "reg", phase("Succeeded"), "Succeeded after MLflow came back", timeout=60)
     assert st["model"]["version"] == "1" and cond(st, "Ready")["reason"] == "Promoted"
@@ -595,10 +621,10 @@ def test_registry_outage_during_registration_is_waited_out_then_registers_once(c
 # --- 8. a spec the schema cannot refuse --------------------------------------------------------------
 
 
-def test_missing_file_dataset_is_reported_once_without_launching_until_fixed(cluster, mlflow, ray_api, tmp_path):
+def test_missing_file_dataset_is_reported_once_without_launching_until_fixed(cluster, mlflow_server, ray_api, tmp_path):
     missing = tmp_path / "nowhere" / "invoices.jsonl"
     ray = {"mode": "ExistingCluster", "address": ray_api.address}
-    cluster.create(finetune("bad", mlflow.tracking_uri, model=f"m-{cluster.ns}", ray=ray,
+    cluster.create(finetune("bad", mlflow_server.tracking_uri, model=f"m-{cluster.ns}", ray=ray,
                             dataset={"uri": f"file://{missing}"}))
     st = wait_status(cluster, "bad", lambda s: bool(cond(s, "Ready")), "a Ready condition")
     ready = cond(st, "Ready")

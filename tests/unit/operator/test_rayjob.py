@@ -99,6 +99,15 @@ RAYJOB_CASES = {
                                                        endTime="2026-01-01T11:59:30Z"), "Running", False),
     "failed job, deployment stuck, stale (#3553)": (rj(jobDeploymentStatus="Running", jobStatus="FAILED",
                                                        endTime="2026-01-01T11:50:00Z"), "Failed", True),
+    # KubeRay sets status.endTime only when the deployment finishes; the Ray job's end is in rayJobInfo.
+    "failed job, deployment stuck, stale by rayJobInfo (#3553)": (
+        rj(jobDeploymentStatus="Running", jobStatus="FAILED", rayJobInfo={"endTime": "2026-01-01T11:50:00Z"}),
+        "Failed", True),
+    "failed job, deployment stuck, fresh by rayJobInfo (#3553)": (
+        rj(jobDeploymentStatus="Running", jobStatus="FAILED", rayJobInfo={"endTime": "2026-01-01T11:59:30Z"}),
+        "Running", False),
+    "stopped job, deployment stuck, no end time: left to the deadline": (
+        rj(jobDeploymentStatus="Running", jobStatus="STOPPED"), "Running", False),
 }
 
 

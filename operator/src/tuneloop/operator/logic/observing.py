@@ -75,8 +75,10 @@ def observe_rayjob(rayjob: dict[str, Any] | None, now: datetime, inconsistent_gr
             needs_stop=still_running, **common,
         )
     if job in ("FAILED", "STOPPED"):
-        # #3553: the Ray job ended but the deployment stays Running. Give KubeRay a grace period.
-        ended = _parse_time(status.get("endTime"))
+        # #3553: the Ray job ended but the deployment stays Running. Give KubeRay a grace period,
+        # counted from the Ray job's end: `rayJobInfo.endTime` (from the Ray dashboard). KubeRay sets
+        # `status.endTime` only when the deployment turns Complete/Failed, which is what did not happen.
+        ended = _parse_time((status.get("rayJobInfo") or {}).get("endTime")) or _parse_time(status.get("endTime"))
         if ended is not None and (now - ended).total_seconds() > inconsistent_grace_seconds:
             return JobObservation(
                 "Failed", "AppFailed",
