@@ -472,6 +472,8 @@ def test_suspend_stops_the_job_and_resume_launches_a_new_attempt_of_the_same_run
     wait_for(lambda: rayjob_names(cluster) == [] or None, 10, "the suspended attempt's RayJob deleted")
     holds(lambda: rayjob_names(cluster) == [] and cluster.status("pause")["phase"] == "Suspended",
           3 * POLL, "nothing launched while suspended")
+    wait_for(lambda: "Suspended" in [e.reason for e in cluster.events("pause") if e.type == "Normal"], 15,
+             "a Normal Suspended event")
 
     cluster.patch_spec("pause", {"suspend": False})
     st = wait_status(cluster, "pause", launched(2), "attempt 2 after resume")
