@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-import shutil
 import signal
 import ssl
 import subprocess
@@ -27,6 +26,7 @@ from pathlib import Path
 
 import yaml
 
+from tuneloop.devenv import processes
 from tuneloop.devenv.ports import free_port, wait_until
 
 KUBE_VERSION = os.environ.get("KUBE_VERSION", "1.33.13")
@@ -262,35 +262,22 @@ class ControlPlane:
     def stop(self) -> None:
         # The data is thrown away, so a graceful apiserver drain (tens of seconds) buys nothing.
         for proc in reversed(self.procs):
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGTERM)
-        for proc in reversed(self.procs):
-            try:
-                proc.wait(timeout=3)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=5)
+            processes.stop_group(proc, grace_seconds=3)
         self.procs.clear()
 
 
 @contextlib.contextmanager
 def running(crd_dir: Path | None = REPO_ROOT / "crds", workdir: Path | None = None) -> Iterator[ControlPlane]:
     """Start a control plane (and install `crd_dir`), yield it, always stop it and remove its files."""
-    own = workdir is None
-    path = Path(tempfile.mkdtemp(prefix="tuneloop-cp-")) if workdir is None else workdir
-    cp = ControlPlane(workdir=path)
-    try:
-        cp.start()
-        if crd_dir is not None:
-            cp.install_crds(crd_dir)
-        yield cp
-    finally:
-        cp.stop()
-        if own:
-            shutil.rmtree(path, ignore_errors=True)
-
+    with processes.scratch_dir(workdir, "tuneloop-cp-") as path:
+        cp = ControlPlane(workdir=path)
+        try:
+            cp.start()
+            if crd_dir is not None:
+                cp.install_crds(crd_dir)
+            yield cp
+        finally:
+            cp.stop()
 
 def main() -> int:
     """`make control-plane`: run until Ctrl-C, printing how to reach it."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -22,6 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tuneloop.devenv import processes
 from tuneloop.devenv.ports import free_port, wait_until
 
 
@@ -75,36 +75,20 @@ class MlflowServer:
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None
-        if proc is None:
-            return
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=5)
-        # Workers may outlive a leader that exited on its own; the group id is the leader's pid.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
+        if proc is not None:
+            processes.stop_group(proc, grace_seconds=10)
 
 
 @contextlib.contextmanager
 def running(workdir: Path | None = None) -> Iterator[MlflowServer]:
     """Start a tracking server, yield it, always stop it (and remove its files when the folder was ours)."""
-    own = workdir is None
-    path = Path(tempfile.mkdtemp(prefix="tuneloop-mlflow-")) if workdir is None else workdir
-    server = MlflowServer(workdir=path)
-    try:
-        server.start()
-        yield server
-    finally:
-        server.stop()
-        if own:
-            shutil.rmtree(path, ignore_errors=True)
-
+    with processes.scratch_dir(workdir, "tuneloop-mlflow-") as path:
+        server = MlflowServer(workdir=path)
+        try:
+            server.start()
+            yield server
+        finally:
+            server.stop()
 
 def main() -> int:
     workdir = Path(os.environ.get("TUNELOOP_MLFLOW_DIR", tempfile.mkdtemp(prefix="tuneloop-mlflow-")))

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -24,6 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tuneloop.devenv import processes
 from tuneloop.devenv.ports import free_port, wait_until
 
 # Environment every process talking to this head needs; RAY_ADDRESS is added per head.
@@ -118,18 +118,9 @@ class RayHead:
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None
-        if proc is not None and proc.poll() is None:
-            # The cluster's state is thrown away, so a graceful drain (~20 s) buys nothing: a short
-            # SIGTERM grace, then the group kill catches everything (raylet, GCS, workers, agents).
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=3)
         if proc is not None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=5)
+            # A graceful drain (~20 s) buys nothing: the group kill catches raylet, GCS, workers, agents.
+            processes.stop_group(proc, grace_seconds=3)
         # FACTS: a stale ray_current_cluster makes the next ray.init() join this dead cluster.
         marker = "ray_current_cluster"
         for stale in (self.temp_dir / marker, Path(tempfile.gettempdir()) / "ray" / marker):
@@ -141,17 +132,13 @@ class RayHead:
 @contextlib.contextmanager
 def running(workdir: Path | None = None, num_cpus: int = 2) -> Iterator[RayHead]:
     """Start a Ray head, yield it, always stop it (and remove its files when the folder was ours)."""
-    own = workdir is None
-    path = Path(tempfile.mkdtemp(prefix="tl-ray-", dir="/tmp")) if workdir is None else workdir
-    head = RayHead(workdir=path, num_cpus=num_cpus)
-    try:
-        head.start()
-        yield head
-    finally:
-        head.stop()
-        if own:
-            shutil.rmtree(path, ignore_errors=True)
-
+    with processes.scratch_dir(workdir, "tl-ray-") as path:
+        head = RayHead(workdir=path, num_cpus=num_cpus)
+        try:
+            head.start()
+            yield head
+        finally:
+            head.stop()
 
 def main() -> int:
     workdir = Path(os.environ.get("TUNELOOP_RAY_DIR", tempfile.mkdtemp(prefix="tl-ray-", dir="/tmp")))
