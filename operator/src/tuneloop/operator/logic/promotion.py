@@ -77,12 +77,9 @@ def decide_promotion(gate: GateInput) -> PromotionStatus:
             return decided(False, f"the prompt baseline has no {m}; it is required by spec.evaluation.baseline")
     else:
         margin = improvement(m, gate.candidate, gate.baseline)
-        if not _beats(margin, gate.min_improvement):
-            return decided(False, (
-                f"{m} {_fmt(gate.candidate)} vs prompt baseline {_fmt(gate.baseline)}: improvement "
-                f"{_fmt(margin)}, needed more than {_fmt(gate.min_improvement)} (missed by "
-                f"{_fmt(max(gate.min_improvement, 0.0) - margin)})"
-            ))
+        missed = _missed(m, gate.candidate, "prompt baseline", gate.baseline, margin, gate.min_improvement)
+        if missed:
+            return decided(False, missed)
         parts.append(f"beat prompt baseline {_fmt(gate.baseline)} by {_fmt(margin)}")
     champ = gate.champion
     if champ is None:
@@ -98,11 +95,19 @@ def decide_promotion(gate: GateInput) -> PromotionStatus:
             "re-evaluate it on this data or move the alias by hand"
         ))
     margin = improvement(m, gate.candidate, champ.value)
-    if not _beats(margin, gate.min_improvement_over_champion):
-        return decided(False, (
-            f"{m} {_fmt(gate.candidate)} vs champion v{champ.version} {_fmt(champ.value)}: improvement "
-            f"{_fmt(margin)}, needed more than {_fmt(gate.min_improvement_over_champion)} (missed by "
-            f"{_fmt(max(gate.min_improvement_over_champion, 0.0) - margin)})"
-        ))
+    missed = _missed(m, gate.candidate, f"champion v{champ.version}", champ.value, margin,
+                     gate.min_improvement_over_champion)
+    if missed:
+        return decided(False, missed)
     parts.append(f"beat champion v{champ.version} {_fmt(champ.value)} by {_fmt(margin)}")
     return decided(True, f"{m} {_fmt(gate.candidate)}: " + "; ".join(parts))
+
+
+def _missed(metric: str, candidate: float, label: str, reference: float, margin: float, needed: float) -> str | None:
+    """Why `candidate` does not beat `reference` by more than `needed`, or None when it does."""
+    if _beats(margin, needed):
+        return None
+    return (
+        f"{metric} {_fmt(candidate)} vs {label} {_fmt(reference)}: improvement {_fmt(margin)}, needed more "
+        f"than {_fmt(needed)} (missed by {_fmt(max(needed, 0.0) - margin)})"
+    )
