@@ -65,6 +65,7 @@ class Tracker:
         with _mlflow_errors(f"connecting to {self.tracking_uri or 'the default tracking URI'}"):
             if self.tracking_uri:
                 mlflow.set_tracking_uri(self.tracking_uri)
+            self.tracking_uri = mlflow.get_tracking_uri()  # what the workers log live epochs to
             experiment = mlflow.set_experiment(self.experiment)
             self.experiment_id = experiment.experiment_id
             previous = self._previous_run_id()
@@ -123,13 +124,24 @@ class Tracker:
             mlflow.set_tags(tags)
             mlflow.log_artifact(str(held_out_path), artifact_path="dataset")
 
-    def log_history(self, history: list[dict[str, float]]) -> None:
+    def set_stage(self, stage: str) -> None:
+        """Tag where the job is (prepared, training, evaluating, logging_model, succeeded, failed)."""
         import mlflow
 
+        with _mlflow_errors("tagging the stage"):
+            mlflow.set_tag(constants.TAG_STAGE, stage)
+
+    def log_history(self, history: list[dict[str, float]]) -> None:
+        """Log the epochs the workers did not already log live (step = epoch number)."""
+        import mlflow
+        from mlflow.tracking import MlflowClient
+
         with _mlflow_errors("logging epoch metrics"):
+            logged = {m.step for m in MlflowClient().get_metric_history(str(self.run_id), "train_loss")}
             for entry in history:
                 step = int(entry["epoch"])
-                mlflow.log_metrics({k: float(v) for k, v in entry.items() if k != "epoch"}, step=step)
+                if step not in logged:
+                    mlflow.log_metrics({k: float(v) for k, v in entry.items() if k != "epoch"}, step=step)
 
     def log_evaluation(self, metrics: Mapping[str, float], baseline: Mapping[str, float], predictions: Path) -> None:
         import mlflow
@@ -171,6 +183,7 @@ class Tracker:
         if self.run_id is None:
             return
         with contextlib.suppress(Exception):  # closing must never hide the job's own error
+            mlflow.set_tag(constants.TAG_STAGE, "succeeded" if succeeded else "failed")
             mlflow.end_run(status="FINISHED" if succeeded else "FAILED")
 
 

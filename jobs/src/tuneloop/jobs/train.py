@@ -135,6 +135,7 @@ def run(args: argparse.Namespace, result: JobResult, started: float) -> JobResul
     try:
         tracker.log_spec(spec)
         tracker.log_dataset(prepared.summary, prepared.held_out_path)
+        tracker.set_stage("training")
         t = spec.training
         loop = training.LoopConfig(
             model=modeling.ModelOptions(
@@ -144,7 +145,8 @@ def run(args: argparse.Namespace, result: JobResult, started: float) -> JobResul
             train_path=str(prepared.train_path), held_out_path=str(prepared.held_out_path), epochs=t.epochs,
             learning_rate=t.learning_rate, batch_size=t.batch_size,
             gradient_accumulation_steps=t.gradient_accumulation_steps, max_seq_length=t.max_seq_length,
-            warmup_ratio=t.warmup_ratio, weight_decay=t.weight_decay, seed=t.seed)
+            warmup_ratio=t.warmup_ratio, weight_decay=t.weight_decay, seed=t.seed,
+            tracking_uri=tracker.tracking_uri, run_id=result.run_id)
         training.init_ray()
         train_started = time.monotonic()
         outcome = training.fit(loop, spec.resources.workers, spec.resources.gpus, storage / "ray")
@@ -160,6 +162,7 @@ def run(args: argparse.Namespace, result: JobResult, started: float) -> JobResul
                                             f"{outcome.resumed_from}" if outcome.resumed_from else ""))
         tracker.log_history(outcome.history)
 
+        tracker.set_stage("evaluating")
         trained_dir = outcome.checkpoint_dir / training.MODEL_SUBDIR
         request = evaluating.EvalRequest(
             base_model_dir=str(base_dir), trained_dir=str(trained_dir), method=spec.method,
@@ -172,6 +175,7 @@ def run(args: argparse.Namespace, result: JobResult, started: float) -> JobResul
         result.metrics, result.baseline_metrics = evaluation.metrics, evaluation.baseline_metrics
         _log(f"held-out ({evaluation.examples}): model {evaluation.metrics}, baseline {evaluation.baseline_metrics}")
         tracker.log_evaluation(evaluation.metrics, evaluation.baseline_metrics, Path(request.predictions_path))
+        tracker.set_stage("logging_model")
         result.model_uri = tracker.log_model(trained_dir, spec)
         result.status = "Succeeded"
         result.exit_code = ExitCode.OK

@@ -9,8 +9,10 @@ count and go on from the next epoch.
 
 Metrics are reported once per epoch, never per step: each `ray.train.report` waits for the
 controller's health-check tick (FACTS.md), and Train V2 keeps only reports that carry a checkpoint.
-The per-epoch history travels inside each checkpoint (history.json), so the driver logs every epoch
-to MLflow after `fit()` — including epochs run by an earlier, killed attempt.
+Rank 0 logs each epoch's metrics to the MLflow run as the epoch ends (live curves in the MLflow UI,
+live progress in `make demo`), best effort. The per-epoch history also travels inside each checkpoint
+(history.json), so after `fit()` the driver logs whatever epochs are still missing from the run —
+including epochs run by an earlier, killed attempt, or lost to a tracking-server blip.
 """
 
 from __future__ import annotations
@@ -50,6 +52,9 @@ class LoopConfig:
     warmup_ratio: float
     weight_decay: float
     seed: int
+    # The MLflow run rank 0 logs per-epoch metrics to as they happen (None: only after fit()).
+    tracking_uri: str | None = None
+    run_id: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -241,8 +246,25 @@ def train_loop_per_worker(config_dict: dict[str, Any]) -> None:
             "worker_peak_rss_mb": peak_rss_mb,
         }
         history = [*history, metrics]
+        if rank == 0:
+            _log_epoch_live(cfg, epoch + 1, metrics)
         resume = {"resumed_from": resumed_from, "resumed_at_epoch": resumed_at}
         _report(rank, epoch + 1, metrics, history, resume, unwrapped, tokenizer, optimizer, scheduler)
+
+
+def _log_epoch_live(cfg: LoopConfig, epoch: int, metrics: dict[str, float]) -> None:
+    """Best effort: a tracking blip must not fail training (the driver fills gaps after fit())."""
+    if not cfg.run_id:
+        return
+    try:
+        from mlflow.entities import Metric
+        from mlflow.tracking import MlflowClient
+
+        now = int(time.time() * 1000)
+        MlflowClient(cfg.tracking_uri).log_batch(cfg.run_id, metrics=[
+            Metric(k, float(v), now, epoch) for k, v in metrics.items() if k != "epoch"])
+    except Exception as e:
+        print(f"[tuneloop.train] live epoch metrics not logged: {type(e).__name__}: {e}", flush=True)
 
 
 def _report(rank: int, epoch: int, metrics: dict[str, float], history: list[dict[str, float]], resume: dict[str, Any],

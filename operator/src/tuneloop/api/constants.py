@@ -45,6 +45,8 @@ TAG_BASE_MODEL_REVISION = "tuneloop.base_model.revision"
 TAG_METHOD = "tuneloop.method"
 TAG_OPERATOR_VERSION = "tuneloop.operator.version"
 TAG_EVAL_METRIC_PREFIX = "tuneloop.eval."
+# Where a running job is: training, evaluating, logging_model, succeeded, failed (progress views read it).
+TAG_STAGE = "tuneloop.stage"
 # The training job logs its JobResult under this artifact name on its MLflow run (tagged with the
 # FineTune uid, run number and attempt), so the controller can read it when the job ran in a pod.
 RESULT_ARTIFACT = "tuneloop-result.json"
