@@ -15,7 +15,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export RAY_USAGE_STATS_ENABLED := 0
 export KUBE_VERSION
 
-.PHONY: help setup kube-apiserver crds control-plane lint test test-unit test-api test-e2e bench bench-train bench-operator demo chart clean
+.PHONY: help setup kube-apiserver crds control-plane lint test test-unit test-api test-e2e bench bench-train bench-operator demo base-model chart clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -27,6 +27,12 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m uv venv --allow-existing --python $(PYTHON) $(VENV)
 	$(PYTHON) -m uv pip install --python $(PY) -e '.[dev]' -c constraints.txt
 	@touch $@
+
+demo: setup kube-apiserver ## The whole loop on this machine with live progress and a summary (ARGS=--keep, ARGS=--cluster=current)
+	$(PY) -m tuneloop.devenv.demo $(ARGS)
+
+base-model: setup ## Pre-train the small local base model once (cached in ~/.cache/tuneloop/base-model)
+	$(PY) -m tuneloop.devenv.basemodel
 
 kube-apiserver: ## Build kube-apiserver v$(KUBE_VERSION) from Go modules once (cached in ~/.cache/tuneloop)
 	@bash hack/build-kube-apiserver.sh >/dev/null

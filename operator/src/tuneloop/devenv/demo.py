@@ -1,0 +1,391 @@
+"""`make demo`: tuneloop's main job on one machine, from `kubectl apply` to a registered champion.
+
+It starts the embedded default — a local control plane (etcd + kube-apiserver with the CRDs), a Ray head,
+an MLflow tracking server and the operator as a real process (`kopf run -m tuneloop.operator.main`) — or,
+with `--cluster=current`, uses the current kube context instead of the local control plane. It pre-trains
+the small base model once (cached, see `basemodel`), writes the invoice dataset, applies
+`examples/demo/` (ExistingCluster mode on the local Ray head), and shows the loop live: a status table
+and per-stage progress bars on a terminal, plain lines otherwise. After the first FineTune becomes
+champion it applies a deliberately weaker one against the same registered model, which must stay
+challenger. It ends with a summary and stops everything it started — on success, failure, Ctrl-C and
+SIGTERM — unless `--keep`, which leaves it all running until Ctrl-C.
+
+Exit status: 0 when the loop did what the demo promises (first FineTune Succeeded as champion, the
+weaker one challenger), 1 otherwise (the message says which and where the logs are), 130 on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shutil
+import signal
+import string
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tuneloop.api import constants
+from tuneloop.devenv import basemodel, controlplane, mlflow_server, processes, ray_head, tinymodel
+from tuneloop.devenv import demo_progress as dp
+from tuneloop.devenv import demo_view as views
+from tuneloop.devenv.ports import free_port
+
+REPO_ROOT = controlplane.REPO_ROOT
+MANIFEST_DIR = REPO_ROOT / "examples" / "demo"
+NAMESPACE = "tuneloop-demo"
+CHAMPION, CHALLENGER = "invoices-lora", "invoices-lora-weak"
+# The demo's dataset: invoices with contact details (PII to scrub) and repeated rows (to dedupe).
+DATASET_ROWS, DATASET_SEED, PII_EVERY, DUPLICATES = 400, 2026, 8, 12
+
+
+class DemoFailed(RuntimeError):
+    """The loop did not do what the demo promises; the message says what and where to look."""
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="make demo ARGS=…", description=__doc__.split("\n\n")[0])
+    p.add_argument("--cluster", choices=("local", "current"), default="local",
+                   help="local: start an embedded control plane (default); current: use the current kube context")
+    p.add_argument("--keep", action="store_true", help="leave everything running after the summary, until Ctrl-C")
+    p.add_argument("--plain", action="store_true", help="plain progress lines even on a terminal")
+    p.add_argument("--workdir", type=Path, help="where logs, data and service state go (default: a temp folder)")
+    p.add_argument("--summary-json", type=Path, help="also write the summary's facts here")
+    p.add_argument("--timeout-seconds", type=float, default=1800, help="give up on a FineTune after this long")
+    return p.parse_args(argv)
+
+
+# --- services --------------------------------------------------------------------------------------
+
+
+def _raise_on_sigterm() -> None:
+    """SIGTERM unwinds like Ctrl-C, so every `finally` below stops what was started."""
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, handler)
+    with contextlib.suppress(ValueError):
+        signal.signal(signal.SIGHUP, handler)
+
+
+def start_local_services(stack: contextlib.ExitStack, workdir: Path, view: views.View,
+                         with_control_plane: bool) -> dict[str, Any]:
+    """Control plane, Ray head and MLflow server, started side by side; each stopped by `stack`."""
+    ray_dir = Path(tempfile.mkdtemp(prefix="tl-demo-", dir="/tmp"))  # Ray's socket paths must stay short
+    stack.callback(shutil.rmtree, ray_dir, True)
+    head = ray_head.RayHead(ray_dir, num_cpus=3)
+    mlflow = mlflow_server.MlflowServer(workdir / "mlflow")
+    services: list[Any] = [head, mlflow]
+    cp = None
+    if with_control_plane:
+        cp = controlplane.ControlPlane(workdir=workdir / "control-plane")
+        cp.workdir.mkdir(parents=True, exist_ok=True)
+        services.append(cp)
+    for s in services:
+        stack.callback(s.stop)
+    errors: list[BaseException] = []
+
+    def start(service: Any) -> None:
+        try:
+            service.start()
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=start, args=(s,), daemon=True) for s in services]
+    # Unwinding (Ctrl-C, SIGTERM) waits for starts in flight first, so the stops above see their processes.
+    stack.callback(lambda: [t.join(timeout=180) for t in threads])
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    if cp is not None:
+        cp.install_crds(REPO_ROOT / "crds")
+        view.step(f"control plane ready: kube-apiserver v{controlplane.KUBE_VERSION} at {cp.url}")
+    view.step(f"Ray head ready: {head.address}   MLflow: {mlflow.tracking_uri}")
+    return {"head": head, "mlflow": mlflow, "control_plane": cp}
+
+
+def current_kubeconfig(workdir: Path) -> Path:
+    """The current context flattened into one file the operator and kubectl can share."""
+    if not shutil.which("kubectl"):
+        raise DemoFailed("--cluster=current needs kubectl on PATH to read the current context")
+    out = subprocess.run(["kubectl", "config", "view", "--minify", "--flatten", "--raw"], capture_output=True,
+                         text=True, timeout=30)
+    if out.returncode != 0 or not out.stdout.strip():
+        raise DemoFailed(f"no current kube context: {out.stderr.strip()}")
+    path = workdir / "kubeconfig"
+    path.write_text(out.stdout)
+    return path
+
+
+def install_crds(kube: Any) -> None:
+    """Server-side apply of crds/ (for --cluster=current; the local control plane installs its own)."""
+    from kubernetes import client
+
+    ext = client.ApiextensionsV1Api(kube)
+    for path in sorted((REPO_ROOT / "crds").glob("*.yaml")):
+        body = yaml.safe_load(path.read_text())
+        ext.api_client.call_api(
+            f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{body['metadata']['name']}", "PATCH",
+            query_params=[("fieldManager", "tuneloop-demo"), ("force", "true")],
+            header_params={"Content-Type": "application/apply-patch+yaml", "Accept": "application/json"},
+            body=body, auth_settings=["BearerToken"], _preload_content=False)
+
+
+@contextlib.contextmanager
+def operator_process(workdir: Path, kubeconfig: Path, tracking_uri: str, view: views.View) -> Iterator[dict[str, Any]]:
+    """The operator as users run it: `kopf run -m tuneloop.operator.main --all-namespaces`, its own
+    process group, logging to `workdir/operator.log`; stopped (group and all) on the way out."""
+    metrics_port = free_port()
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig), "TUNELOOP_MLFLOW_TRACKING_URI": tracking_uri,
+           "TUNELOOP_STORAGE_ROOT": str(workdir / "storage"), "TUNELOOP_POLL_SECONDS": "1",
+           "TUNELOOP_MAX_POLL_SECONDS": "3", "TUNELOOP_METRICS_PORT": str(metrics_port),
+           "MLFLOW_DISABLE_TELEMETRY": "true", "RAY_USAGE_STATS_ENABLED": "0"}
+    log_path = workdir / "operator.log"
+    log = open(log_path, "wb")  # noqa: SIM115 - closed below
+    argv = [sys.executable, "-m", "kopf", "run", "-m", "tuneloop.operator.main", "--all-namespaces", "--standalone"]
+    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    view.step(f"operator started (pid {proc.pid}): {' '.join(argv[2:])}; log {log_path}")
+    try:
+        yield {"proc": proc, "log": log_path, "metrics": f"http://127.0.0.1:{metrics_port}/metrics"}
+    finally:
+        processes.stop_group(proc, grace_seconds=5)
+        log.close()
+
+
+# --- manifests ---------------------------------------------------------------------------------------
+
+
+def render_manifests(values: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    """examples/demo/*.yaml with ${…} filled in, by FineTune name."""
+    out = {}
+    for path in sorted(MANIFEST_DIR.glob("*.yaml")):
+        body = yaml.safe_load(string.Template(path.read_text()).substitute(values))
+        out[body["metadata"]["name"]] = body
+    return out
+
+
+def write_dataset(path: Path) -> Path:
+    records = tinymodel.invoice_examples(DATASET_ROWS, seed=DATASET_SEED, pii_every=PII_EVERY)
+    return tinymodel.write_jsonl(path, records + records[:DUPLICATES])
+
+
+class Cluster:
+    """The few calls the demo makes to the apiserver."""
+
+    def __init__(self, kubeconfig: Path) -> None:
+        from kubernetes import client, config
+
+        self.api = config.new_client_from_config(config_file=str(kubeconfig))
+        self.core = client.CoreV1Api(self.api)
+        self.custom = client.CustomObjectsApi(self.api)
+
+    def ensure_namespace(self, name: str) -> None:
+        from kubernetes.client.rest import ApiException
+
+        try:
+            self.core.create_namespace({"metadata": {"name": name}})
+        except ApiException as e:
+            if e.status != 409:
+                raise
+
+    def get(self, name: str) -> dict[str, Any] | None:
+        from kubernetes.client.rest import ApiException
+
+        try:
+            return dict(self.custom.get_namespaced_custom_object(constants.GROUP, constants.VERSION, NAMESPACE,
+                                                                 "finetunes", name))
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+
+    def replace_fresh(self, body: dict[str, Any], timeout_seconds: float = 120) -> None:
+        """Create the FineTune; one left by an earlier demo on this cluster is deleted first."""
+        name = body["metadata"]["name"]
+        if self.get(name) is not None:
+            self.custom.delete_namespaced_custom_object(constants.GROUP, constants.VERSION, NAMESPACE, "finetunes",
+                                                        name)
+            deadline = time.monotonic() + timeout_seconds
+            while self.get(name) is not None:
+                if time.monotonic() > deadline:
+                    raise DemoFailed(f"{NAMESPACE}/{name} from an earlier demo was not deleted in time")
+                time.sleep(1)
+        self.custom.create_namespaced_custom_object(constants.GROUP, constants.VERSION, NAMESPACE, "finetunes", body)
+
+
+# --- watching ----------------------------------------------------------------------------------------
+
+
+class RunReader:
+    """Finds a FineTune's current MLflow run (by the uid/run/attempt tags the operator passes) and reads
+    the job's stage tag, dataset tags and live per-epoch train_loss."""
+
+    def __init__(self, tracking_uri: str) -> None:
+        from mlflow.tracking import MlflowClient
+
+        self.client = MlflowClient(tracking_uri)
+
+    def read(self, ft: Mapping[str, Any]) -> tuple[str | None, dict[str, str], list[float]]:
+        run = (ft.get("status") or {}).get("run") or {}
+        uid = ft["metadata"]["uid"]
+        if not run.get("number"):
+            return None, {}, []
+        try:
+            found = self.client.search_runs(
+                experiment_ids=[e.experiment_id for e in self.client.search_experiments()],
+                filter_string=(f"tags.`{constants.TAG_FINETUNE_UID}` = '{uid}' and "
+                               f"tags.`{constants.TAG_RUN_NUMBER}` = '{run['number']}'"),
+                order_by=["attributes.start_time DESC"], max_results=1)
+            if not found:
+                return None, {}, []
+            mlrun = found[0]
+            history = self.client.get_metric_history(mlrun.info.run_id, "train_loss")
+        except Exception:
+            return None, {}, []
+        losses = dp.losses_from_history([(m.step, m.value) for m in history])
+        return mlrun.data.tags.get(constants.TAG_STAGE), dict(mlrun.data.tags), losses
+
+
+def watch(cluster: Cluster, runs: RunReader, names: Sequence[str], view: views.View,
+          timelines: dict[str, dp.Timeline], timeout_seconds: float, until: str) -> dict[str, dict[str, Any]]:
+    """Refresh the view about once a second until FineTune `until` is terminal; returns the objects."""
+    deadline = time.monotonic() + timeout_seconds
+    while True:
+        objects: dict[str, dict[str, Any]] = {}
+        observations = []
+        for name in names:
+            ft = cluster.get(name)
+            if ft is None:
+                continue
+            objects[name] = ft
+            stage, tags, losses = runs.read(ft)
+            obs = dp.Observation(name=name, status=ft.get("status") or {},
+                                 epochs_total=int(ft["spec"].get("training", {}).get("epochs", 0)),
+                                 run_stage=stage, run_tags=tags, losses=losses)
+            timelines.setdefault(name, dp.Timeline()).see(dp.stage_of(obs), time.monotonic())
+            observations.append(obs)
+        view.update(observations)
+        phase = (objects.get(until, {}).get("status") or {}).get("phase")
+        if phase in dp.TERMINAL_PHASES:
+            return objects
+        if time.monotonic() > deadline:
+            raise DemoFailed(f"{NAMESPACE}/{until} did not finish in {timeout_seconds:.0f}s (phase {phase})")
+        time.sleep(1)
+
+
+def kubectl_wide(kubeconfig: Path) -> str:
+    if not shutil.which("kubectl"):
+        return "(kubectl not on PATH)"
+    out = subprocess.run(["kubectl", "--kubeconfig", str(kubeconfig), "get", "ft", "-o", "wide", "-n", NAMESPACE],
+                         capture_output=True, text=True, timeout=30)
+    return (out.stdout or out.stderr).rstrip()
+
+
+def check(summaries: Mapping[str, Mapping[str, Any]]) -> None:
+    """What the demo promises; a broken promise fails the demo (and the test that runs it)."""
+    first, second = summaries[CHAMPION], summaries[CHALLENGER]
+    if first["phase"] != "Succeeded" or first["model"]["alias"] != "champion":
+        raise DemoFailed(f"{CHAMPION} should be Succeeded as champion, got {first['phase']} / "
+                         f"{first['model']['alias']}: {first['gate']['why']}")
+    if second["phase"] != "Succeeded" or second["model"]["alias"] != "challenger":
+        raise DemoFailed(f"{CHALLENGER} should be Succeeded as challenger, got {second['phase']} / "
+                         f"{second['model']['alias']}")
+
+
+# --- main --------------------------------------------------------------------------------------------
+
+
+def run(args: argparse.Namespace, workdir: Path, view: views.View) -> dict[str, Any]:
+    started = time.monotonic()
+    with contextlib.ExitStack() as stack:
+        view.step(f"workdir {workdir}")
+        model_dir = basemodel.ensure_base_model(view.base_model)
+        view.step(f"base model: {model_dir} (pre-trained tiny Llama, cached)")
+        data = write_dataset(workdir / "data" / "invoices.jsonl")
+        services = start_local_services(stack, workdir, view, with_control_plane=args.cluster == "local")
+        if services["control_plane"] is not None:
+            kubeconfig = services["control_plane"].kubeconfig
+        else:
+            kubeconfig = current_kubeconfig(workdir)
+            view.step(f"using the current kube context ({kubeconfig}); it needs the CRDs (installed now), and "
+                      "for RayJob mode KubeRay, or — as here — a Ray address the operator can reach")
+        cluster = Cluster(kubeconfig)
+        if args.cluster == "current":
+            install_crds(cluster.api)
+        op = stack.enter_context(operator_process(workdir, kubeconfig, services["mlflow"].tracking_uri, view))
+        cluster.ensure_namespace(NAMESPACE)
+        manifests = render_manifests({"BASE_MODEL_URI": f"file://{model_dir}", "DATASET_URI": f"file://{data}",
+                                      "RAY_ADDRESS": services["head"].address})
+        runs = RunReader(services["mlflow"].tracking_uri)
+        timelines: dict[str, dp.Timeline] = {}
+
+        cluster.replace_fresh(manifests[CHAMPION])
+        view.step(f"applied {NAMESPACE}/{CHAMPION} (LoRA on the Ray head, {DATASET_ROWS + DUPLICATES} rows)")
+        objects = watch(cluster, runs, [CHAMPION], view, timelines, args.timeout_seconds, CHAMPION)
+        if objects[CHAMPION]["status"].get("phase") == "Succeeded":
+            cluster.replace_fresh(manifests[CHALLENGER])
+            view.step(f"applied {NAMESPACE}/{CHALLENGER}: a deliberately weaker run against the same model")
+            objects = watch(cluster, runs, [CHAMPION, CHALLENGER], view, timelines, args.timeout_seconds, CHALLENGER)
+        view.close()
+        summaries = {name: dp.summarize(ft.get("status") or {}, timelines.get(name)) for name, ft in objects.items()}
+        model_name = manifests[CHAMPION]["spec"]["registry"]["modelName"]
+        extra = {"namespace": NAMESPACE, "kubectl": kubectl_wide(kubeconfig),
+                 "mlflow_ui": f"{services['mlflow'].tracking_uri}/#/models/{model_name}",
+                 "total_seconds": f"{time.monotonic() - started:.0f}s", "operator_log": str(op["log"]),
+                 "metrics": op["metrics"]}
+        if args.keep:
+            extra["keep"] = (f"everything is still running (KUBECONFIG={kubeconfig}); press Ctrl-C or "
+                             f"`kill {os.getpid()}` to stop it all")
+        views.print_summary(summaries, extra, plain=isinstance(view, views.PlainView))
+        result = {"summaries": summaries, **{k: v for k, v in extra.items() if k != "keep"}}
+        if args.summary_json:
+            args.summary_json.parent.mkdir(parents=True, exist_ok=True)
+            args.summary_json.write_text(dp.to_json(result))
+        if len(summaries) < 2:
+            raise DemoFailed(f"{CHAMPION} ended {summaries[CHAMPION]['phase']}: "
+                             f"{(objects[CHAMPION]['status'].get('conditions') or [{}])[0].get('message', '')}; "
+                             f"see {op['log']}")
+        check(summaries)
+        if args.keep:
+            with contextlib.suppress(KeyboardInterrupt):
+                signal.pause()
+        return result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    _raise_on_sigterm()
+    view = views.make_view(plain=True if args.plain else None)
+    own_workdir = args.workdir is None
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="tuneloop-demo-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        run(args, workdir, view)
+        return 0
+    except KeyboardInterrupt:
+        view.close()
+        print("\ninterrupted: everything the demo started has been stopped", file=sys.stderr)
+        return 130
+    except (DemoFailed, controlplane.ControlPlaneError) as e:
+        view.close()
+        print(f"\ndemo failed: {e}\nlogs are in {workdir}", file=sys.stderr)
+        own_workdir = False  # keep the logs
+        return 1
+    finally:
+        if own_workdir and not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
