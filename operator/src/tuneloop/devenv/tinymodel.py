@@ -65,25 +65,32 @@ def write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> Path:
     return path
 
 
+def format_texts() -> list[str]:
+    """The training job's prompt headers and the PII scrubber's placeholders, so they tokenize compactly."""
+    return ["### Instruction:", "### Response:", "### Input:", "[EMAIL] [PHONE] [CARD] [IBAN] [NATIONAL_ID]"]
+
+
 def _corpus(seed: int) -> list[str]:
     texts = []
     for record in invoice_examples(400, seed=seed + 7919, pii_every=5):
         texts += [record["prompt"], record["completion"]]
-    texts += ["### Instruction:", "### Response:", "### Input:", "[EMAIL] [PHONE] [CARD] [IBAN] [NATIONAL_ID]"]
-    return texts
+    return texts + format_texts()
 
 
-def build_tokenizer(directory: Path, vocab_size: int = 384, seed: int = 0) -> Any:
-    """Train a byte-level BPE on the task's text and save it as a transformers tokenizer folder."""
+def build_tokenizer(directory: Path, vocab_size: int = 384, seed: int = 0,
+                    texts: Sequence[str] | None = None) -> Any:
+    """Train a byte-level BPE (digits split one by one, so numbers copy token by token) on `texts` — by
+    default the task's own text — and save it as a transformers tokenizer folder."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
+                                                 pre_tokenizers.ByteLevel(add_prefix_space=False)])
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS),
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tok.train_from_iterator(_corpus(seed), trainer=trainer)
+    tok.train_from_iterator(list(texts) if texts is not None else _corpus(seed), trainer=trainer)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<s>",
                                    eos_token="</s>", unk_token="<unk>")
     fast.model_max_length = 1024
@@ -92,13 +99,14 @@ def build_tokenizer(directory: Path, vocab_size: int = 384, seed: int = 0) -> An
 
 
 def build_model(directory: Path, hidden_size: int = 64, layers: int = 2, heads: int = 4, seed: int = 0,
-                vocab_size: int = 384) -> Path:
-    """Write a random-weight Llama and its tokenizer to `directory`; returns the folder."""
+                vocab_size: int = 384, tokenizer_texts: Sequence[str] | None = None) -> Path:
+    """Write a random-weight Llama and its tokenizer to `directory`; returns the folder. (For a model that
+    already models text, see `tuneloop.devenv.basemodel`.)"""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     directory.mkdir(parents=True, exist_ok=True)
-    tokenizer = build_tokenizer(directory, vocab_size=vocab_size, seed=seed)
+    tokenizer = build_tokenizer(directory, vocab_size=vocab_size, seed=seed, texts=tokenizer_texts)
     config = LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=hidden_size * 2,
         num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads,
