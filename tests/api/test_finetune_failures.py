@@ -4,36 +4,43 @@ suspend, deletion, operator restarts at every step, an MLflow outage during regi
 the schema cannot refuse.
 
 The test acts as KubeRay (writes RayJob status), as the training job (writes the MLflow run and its
-result artifact) and, for ExistingCluster mode, as the Ray job API (`RayJobApiStub`, a few lines of
-HTTP: a real Ray head costs more start-up than this whole module may take on two cores). The operator
-runs as a child process (`kopf run`), so a restart is a real SIGKILL. One operator serves every test
-namespace of the module (`<prefix>-*`); the restart story has its own operator and namespace. MLflow
-is the session's server: the outage story stops it and starts it again on its port and store.
+result artifact) and, for ExistingCluster mode, as the Ray job API (`harness.RayJobApiStub`, a few
+lines of HTTP: a real Ray head costs more start-up than this whole module may take on two cores). The
+operator runs as a child process (`harness.OperatorProcess`), so a restart is a real SIGKILL. One
+operator serves every test namespace of the module (`<prefix>-*`); the restart story has its own
+operator and namespace. MLflow is the session's server: the outage story stops it and starts it again
+on its port and store.
 """
 
 from __future__ import annotations
 
 import contextlib
 import itertools
-import json
-import os
-import signal
-import subprocess
-import sys
-import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import pytest
-from kubernetes import client as k8s
 from mlflow.tracking import MlflowClient
 
 from tests.api.conftest import OPERATOR_ENV
+from tests.api.harness import (
+    OperatorProcess,
+    RayJobApiStub,
+    cond,
+    create_namespace,
+    experiment,
+    holds,
+    job_tags,
+    launched,
+    operator_process_env,
+    phase,
+    wait_status,
+    wait_warning,
+    warning_reasons,
+)
 from tests.api.kube import Cluster, act_as_job, finetune, wait_for
 from tuneloop.api import constants
 from tuneloop.operator.logic import naming
@@ -44,142 +51,6 @@ POLL = float(OPERATOR_ENV["TUNELOOP_POLL_SECONDS"])
 INCONSISTENT_GRACE = float(OPERATOR_ENV["TUNELOOP_INCONSISTENT_GRACE_SECONDS"])
 DEADLINE_GRACE = float(OPERATOR_ENV["TUNELOOP_DEADLINE_GRACE_SECONDS"])
 DELETE_TIMEOUT = float(OPERATOR_ENV["TUNELOOP_DELETE_TIMEOUT_SECONDS"])
-
-
-# --- the operator as a process that can be killed ------------------------------------------------
-
-
-# Started with `python -c PRELOAD <namespace>`: imports everything the operator will import (mlflow is
-# imported lazily on the first registry call), then waits for "go" on stdin before running kopf.
-PRELOAD = """
-import sys
-import mlflow, mlflow.tracking
-import tuneloop.operator.main
-from kopf import cli
-if sys.stdin.readline().strip() == "go":
-    sys.argv = ["kopf", "run", "-m", "tuneloop.operator.main", "--standalone", "--namespace", sys.argv[1]]
-    cli.main()
-"""
-
-
-class OperatorProcess:
-    """`kopf run -m tuneloop.operator.main` in a child process; `kill()` is SIGKILL, no clean-up runs.
-
-    With `standby`, a second process has already done its imports (~10 s on two busy cores) and waits:
-    `start()` after `kill()` releases it, so a restart is still a fresh process with no memory of the
-    old one, only without the import time.
-    """
-
-    def __init__(self, namespace: str, env: dict[str, str], log_path: Path, standby: bool = False) -> None:
-        self.namespace, self.env, self.log_path, self.keep_standby = namespace, env, log_path, standby
-        self.proc: subprocess.Popen[bytes] | None = None
-        self._standby: subprocess.Popen[bytes] | None = None
-
-    def _spawn(self) -> subprocess.Popen[bytes]:
-        with open(self.log_path, "ab") as log:
-            return subprocess.Popen([sys.executable, "-c", PRELOAD, self.namespace], env=self.env,
-                                    stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT,
-                                    start_new_session=True)
-
-    def start(self) -> OperatorProcess:
-        proc, self._standby = self._standby or self._spawn(), None
-        assert proc.stdin is not None and proc.poll() is None, f"operator standby died:\n{self.tail()}"
-        proc.stdin.write(b"go\n")
-        proc.stdin.close()
-        self.proc = proc
-        if self.keep_standby:
-            self._standby = self._spawn()
-        return self
-
-    def kill(self) -> None:
-        proc, self.proc = self.proc, None
-        assert proc is not None and proc.poll() is None, f"operator died on its own:\n{self.tail()}"
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-
-    def stop(self) -> int | None:
-        standby, self._standby = self._standby, None
-        if standby is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(standby.pid, signal.SIGKILL)
-            standby.wait(timeout=10)
-        proc, self.proc = self.proc, None
-        if proc is None:
-            return None
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=5)
-        return proc.returncode
-
-    def tail(self, contains: str = "", lines: int = 80) -> str:
-        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-        return "\n".join([line for line in text.splitlines() if contains in line][-lines:])
-
-
-def operator_process_env(operator_env: dict[str, str]) -> dict[str, str]:
-    return {**os.environ, **operator_env, "PYTHONUNBUFFERED": "1"}
-
-
-# --- Ray's job REST API, for ExistingCluster mode ------------------------------------------------
-
-
-class RayJobApiStub:
-    """POST /api/jobs/, GET /api/jobs/{id}, POST /api/jobs/{id}/stop, recording every request.
-    `close()` closes the port, so the operator sees what it sees when a Ray head goes away."""
-
-    def __init__(self) -> None:
-        self.jobs: dict[str, dict[str, Any]] = {}
-        self.requests: list[tuple[str, str]] = []
-        stub = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *_: Any) -> None:
-                pass
-
-            def _send(self, code: int, payload: Any) -> None:
-                body = json.dumps(payload).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def do_GET(self) -> None:
-                stub.requests.append(("GET", self.path))
-                job = stub.jobs.get(self.path.rstrip("/").rsplit("/", 1)[-1])
-                self._send(200, job) if job else self._send(404, {"detail": "job not found"})
-
-            def do_POST(self) -> None:
-                stub.requests.append(("POST", self.path))
-                length = int(self.headers.get("Content-Length") or 0)
-                body = json.loads(self.rfile.read(length) or b"{}")
-                parts = self.path.strip("/").split("/")
-                if parts == ["api", "jobs"]:
-                    sid = body["submission_id"]
-                    if sid in stub.jobs:
-                        return self._send(400, {"detail": f"job {sid} already exists"})
-                    stub.jobs[sid] = {"submission_id": sid, "status": "RUNNING", "message": "running", "body": body}
-                    return self._send(200, {"submission_id": sid, "job_id": sid})
-                if len(parts) == 4 and parts[3] == "stop" and parts[2] in stub.jobs:
-                    stub.jobs[parts[2]]["status"] = "STOPPED"
-                    return self._send(200, {"stopped": True})
-                return self._send(404, {"detail": "not found"})
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.address = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def submissions(self) -> list[str]:
-        return list(self.jobs)
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 # --- fixtures ------------------------------------------------------------------------------------
@@ -203,11 +74,6 @@ def shared_operator(operator_env, rayjob_crd, ns_prefix, tmp_path_factory) -> It
 _counter = itertools.count()
 
 
-def create_namespace(api_client: k8s.ApiClient, name: str) -> str:
-    k8s.CoreV1Api(api_client).create_namespace({"metadata": {"name": name}})
-    return name
-
-
 @pytest.fixture
 def cluster(shared_operator, api_client, ns_prefix) -> Iterator[Cluster]:
     ns = create_namespace(api_client, f"{ns_prefix}-{next(_counter)}")
@@ -226,59 +92,9 @@ def ray_api() -> Iterator[RayJobApiStub]:
 # --- helpers -------------------------------------------------------------------------------------
 
 
-def wait_status(cluster: Cluster, name: str, pred: Callable[[dict[str, Any]], bool], what: str,
-                timeout: float = 30.0) -> dict[str, Any]:
-    """Poll the FineTune's status until `pred` holds; on timeout, fail with the last status seen."""
-    deadline = time.monotonic() + timeout
-    while True:
-        last = cluster.status(name)
-        if pred(last):
-            return last
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what} of {cluster.ns}/{name}; "
-                                 f"last status:\n{json.dumps(last, indent=1)[:4000]}")
-        time.sleep(0.1)
-
-
-def holds(check: Callable[[], Any], seconds: float, what: str) -> None:
-    """`check` stays true for `seconds` (a grace period: proving that something does NOT happen)."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = check()
-        assert value, f"{what} stopped holding: {value!r}"
-        time.sleep(0.1)
-
-
-def cond(status: dict[str, Any], type_: str) -> dict[str, Any]:
-    return next((c for c in status.get("conditions", []) if c["type"] == type_), {})
-
-
-def phase(expected: str) -> Callable[[dict[str, Any]], bool]:
-    return lambda st: st.get("phase") == expected
-
-
-def launched(attempt: int) -> Callable[[dict[str, Any]], bool]:
-    return lambda st: (st.get("run") or {}).get("attempt") == attempt and bool(
-        st["run"].get("rayJobName") or st["run"].get("submissionId"))
-
-
 def rayjob_names(cluster: Cluster, name: str | None = None) -> list[str]:
     return sorted(r["metadata"]["name"] for r in cluster.rayjobs()
                   if name is None or r["metadata"].get("labels", {}).get(constants.LABEL_FINETUNE) == name)
-
-
-def warnings(cluster: Cluster, name: str) -> list[tuple[str, str]]:
-    return [(e.reason, e.message) for e in cluster.events(name) if e.type == "Warning"]
-
-
-def warning_reasons(cluster: Cluster, name: str) -> list[str]:
-    return [reason for reason, _ in warnings(cluster, name)]
-
-
-def wait_warning(cluster: Cluster, name: str, reason: str, timeout: float = 15) -> str:
-    """The message of the Warning event `reason` (kopf posts events in the background)."""
-    return wait_for(lambda: next((m for r, m in warnings(cluster, name) if r == reason), None), timeout,
-                    f"Warning event {reason} about {cluster.ns}/{name}")
 
 
 def versions(uri: str, model: str) -> list[Any]:
@@ -289,15 +105,6 @@ def versions_of_run(uri: str, model: str, uid: str, run: int) -> list[Any]:
     return list(MlflowClient(uri).search_model_versions(
         f"name = '{model}' and tag.`{constants.TAG_FINETUNE_UID}` = '{uid}' "
         f"and tag.`{constants.TAG_RUN_NUMBER}` = '{run}'"))
-
-
-def job_tags(ft: dict[str, Any], run: int = 1, attempt: int = 1) -> dict[str, str]:
-    return {constants.TAG_FINETUNE_UID: ft["metadata"]["uid"], constants.TAG_RUN_NUMBER: str(run),
-            constants.TAG_RUN_ATTEMPT: str(attempt)}
-
-
-def experiment(ft: dict[str, Any]) -> str:
-    return f"tuneloop/{ft['metadata']['namespace']}/{ft['metadata']['name']}"
 
 
 def rj(ft: dict[str, Any], attempt: int, run: int = 1) -> str:
@@ -623,30 +430,29 @@ def test_registry_outage_during_registration_is_waited_out_then_registers_once(c
 # --- 8. a spec the schema cannot refuse --------------------------------------------------------------
 
 
-def test_missing_file_dataset_is_reported_once_without_launching_until_fixed(cluster, mlflow_server, ray_api, tmp_path):
-    missing = tmp_path / "nowhere" / "invoices.jsonl"
+def test_unsupported_spec_is_reported_once_without_launching_until_the_spec_changes(cluster, mlflow_server, ray_api):
+    """Schema-valid but unsupported: terminal (InvalidSpec) until metadata.generation changes. Waits on
+    the world (a path not there yet) are the other kind: see test_finetune_waits.py."""
     ray = {"mode": "ExistingCluster", "address": ray_api.address}
-    cluster.create(finetune("bad", mlflow_server.tracking_uri, model=f"m-{cluster.ns}", ray=ray,
-                            dataset={"uri": f"file://{missing}"}))
-    st = wait_status(cluster, "bad", lambda s: bool(cond(s, "Ready")), "a Ready condition")
+    uri = mlflow_server.tracking_uri
+    cluster.create(finetune("bad", uri, model=f"m-{cluster.ns}", ray=ray,
+                            registry={"modelName": f"m-{cluster.ns}",
+                                      "trackingUriSecretRef": {"name": "mlflow", "key": "uri"}}))
+    st = wait_status(cluster, "bad", phase("Failed"), "Failed")
     ready = cond(st, "Ready")
-    assert ready["status"] == "False" and ready["reason"] in ("InvalidSpec", "DataInvalid"), ready
-    assert "spec.dataset.uri" in ready["message"] and str(missing) in ready["message"], ready
-    assert ready["observedGeneration"] == 1 and st["phase"] == "Failed"
-    assert "run" not in st
+    assert (ready["status"], ready["reason"]) == ("False", "InvalidSpec"), ready
+    assert "spec.registry.trackingUriSecretRef" in ready["message"] and "not supported" in ready["message"]
+    assert ready["observedGeneration"] == 1 and "run" not in st and "waiting" not in st
 
-    message = wait_warning(cluster, "bad", ready["reason"])
-    assert "spec.dataset.uri" in message
+    assert "trackingUriSecretRef" in wait_warning(cluster, "bad", "InvalidSpec")
     # several poll periods later: still one Warning, nothing sent to Ray (no retry storm)
-    holds(lambda: warning_reasons(cluster, "bad") == [ready["reason"]] and ray_api.requests == [],
-          6 * POLL, "one Warning event and no Ray request")
+    holds(lambda: warning_reasons(cluster, "bad") == ["InvalidSpec"] and ray_api.requests == []
+          and cluster.status("bad")["phase"] == "Failed", 6 * POLL, "one Warning event, no Ray request, Failed")
 
-    data = tmp_path / "invoices.jsonl"
-    data.write_text('{"prompt": "a", "completion": "b"}\n')
-    cluster.patch_spec("bad", {"dataset": {"uri": f"file://{data}"}})
+    cluster.patch_spec("bad", {"registry": {"trackingUriSecretRef": None, "trackingUri": uri}})
     st = wait_status(cluster, "bad", launched(1), "launched after the fix")
     ready = cond(st, "Ready")
-    assert ready["reason"] not in ("InvalidSpec", "DataInvalid") and ready["observedGeneration"] == 2, ready
+    assert ready["reason"] != "InvalidSpec" and ready["observedGeneration"] == 2, ready
     assert st["run"]["number"] == 1 and st["run"]["generation"] == 2
     assert "Failed" not in {c["type"] for c in st.get("conditions", []) if c["status"] == "True"}
     wait_for(lambda: ray_api.submissions() or None, 10, "the submission to Ray")

@@ -44,6 +44,7 @@ class FakeKube:
         return copy.deepcopy(body) if body else None
 
     async def write_finetune_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        assert status.get("phase"), f"a status without a phase: {status}"
         self.crasher.tick()
         self.finetunes[(namespace, name)]["status"] = copy.deepcopy(status)
         self.status_writes += 1

@@ -1,5 +1,6 @@
 """The reconciler with fake clients behind our interfaces: whole runs, kills at every write, outages,
-retries, suspend, invalid specs and deletion."""
+retries, suspend, invalid specs, waits on the world, restarts and deletion. FakeKube refuses a status
+without a phase, so every story here also proves that no status write leaves `phase` empty."""
 
 from __future__ import annotations
 
@@ -52,16 +53,27 @@ class World:
             "metadata": {"name": NAME, "namespace": NS, "uid": UID, "generation": 1, "annotations": {}},
             "spec": body_spec,
         }
+        self.paths: set[str] = set()
         self.restart()
 
-    def restart(self) -> None:
-        settings = OperatorSettings(poll_seconds=1, max_poll_seconds=8, storage_root="/nonexistent",
-                                    inconsistent_grace_seconds=10, deadline_grace_seconds=5)
-        self.op = FineTuneReconciler(Clients(self.kube, self.ray, self.registry, self.events), settings,
-                                     clock=self.clock)
+    def restart(self, **settings: Any) -> None:
+        """A new operator process: nothing in memory, the same apiserver, Ray and MLflow."""
+        values: dict[str, Any] = {"poll_seconds": 1, "max_poll_seconds": 8, "storage_root": "/nonexistent",
+                                  "inconsistent_grace_seconds": 10, "deadline_grace_seconds": 5, **settings}
+        self.op = FineTuneReconciler(Clients(self.kube, self.ray, self.registry, self.events),
+                                     OperatorSettings(**values), clock=self.clock, path_exists=self.paths.__contains__)
 
     def reconcile(self) -> float | None:
         return asyncio.run(self.op.reconcile(NS, NAME))
+
+    def wait(self, delay: float | None) -> float | None:
+        """Let `delay` pass as the daemon would, then reconcile."""
+        assert delay is not None, "nothing to wait for"
+        self.clock.advance(delay)
+        return self.reconcile()
+
+    def warnings(self) -> list[str]:
+        return [reason for kind, reason, _ in self.events.events if kind == "Warning"]
 
     @property
     def body(self) -> dict[str, Any]:
@@ -188,23 +200,28 @@ def test_registry_outage_is_waited_out_then_registers_once() -> None:
     w.reconcile()
     w.job_succeeds()
     w.registry.down = True
-    delays = [w.reconcile() for _ in range(4)]
-    assert delays == [1, 2, 4, 8]  # exponential backoff, capped at max_poll_seconds
+    delays = [w.reconcile()]
+    for _ in range(5):
+        delays.append(w.wait(delays[-1]))
+    assert delays == [1, 1, 2, 4, 8, 8]  # exponential backoff, capped at max_poll_seconds
     assert w.status["phase"] == "Registering" and w.ready()["reason"] == "RegistryUnavailable"
-    assert sum(1 for e in w.events.events if e[1] == "RegistryUnavailable") == 1
+    # checks at 0, 1, 2, 4, 8, 16 s: a Warning when the wait began, then one per 8 s ceiling (8, 16)
+    assert w.warnings().count("RegistryUnavailable") == 3
     w.registry.down = False
     w.reconcile()
     assert w.status["phase"] == "Succeeded" and len(w.registry.versions) == 1
 
 
-def test_ray_outage_is_reported() -> None:
+def test_ray_outage_at_launch_is_a_pending_wait() -> None:
     w = World("ExistingCluster")
     w.ray.down = True
-    w.reconcile()
+    assert w.reconcile() == 1
+    assert w.status["phase"] == "Pending" and "run" not in w.status
     assert w.ready()["reason"] == "RayUnavailable" and "ray is down" in w.ready()["message"]
+    assert w.status["waiting"]["reason"] == "RayUnavailable"
     w.ray.down = False
-    w.reconcile()
-    assert w.status["phase"] == "Launching" and w.ray.submits == 1
+    w.wait(1)
+    assert w.status["phase"] == "Launching" and w.ray.submits == 1 and "waiting" not in w.status
 
 
 def test_suspend_stops_and_resume_launches_next_attempt() -> None:
@@ -256,6 +273,8 @@ def test_invalid_spec_is_reported_once_without_retry_storm() -> None:
     w.body["spec"]["ray"] = {"mode": "ExistingCluster"}
     for _ in range(3):
         assert w.reconcile() is None
+    w.restart()  # checked once more after a restart: still invalid, so nothing is written or posted
+    assert w.reconcile() is None
     assert w.status["phase"] == "Failed" and w.ready()["reason"] == "InvalidSpec"
     assert "spec.ray.address" in w.ready()["message"]
     assert w.kube.status_writes == 1 and len(w.events.events) == 1 and w.events.events[0][0] == "Warning"
@@ -309,3 +328,92 @@ def test_first_look_with_a_given_body_saves_the_get() -> None:
     assert gets == [] and w.status["phase"] == "Launching" and w.kube.rayjob_creates == 1
     assert w.reconcile() == 1 and gets == [NAME]  # later looks read the object afresh
     assert w.kube.rayjob_creates == 1
+
+
+# --- waits on the world ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("field", "path", "reason"), [
+    ("dataset", "/data/x.jsonl", "DataNotFound"),
+    ("baseModel", "/models/tiny", "BaseModelNotFound"),
+])
+def test_missing_path_is_waited_on_then_the_run_proceeds_without_a_spec_change(field: str, path: str,
+                                                                               reason: str) -> None:
+    w = World("ExistingCluster", baseModel={"uri": "file:///models/tiny"}, dataset={"uri": "file:///data/x.jsonl"})
+    w.body["spec"]["ray"]["address"] = "http://127.0.0.1:8265"  # loopback: the operator sees the job's files
+    w.paths.update({"/models/tiny", "/data/x.jsonl"} - {path})
+    delays = [w.reconcile()]
+    for _ in range(9):
+        delays.append(w.wait(delays[-1]))
+    assert delays == [1, 1, 2, 4, 8, 8, 8, 8, 8, 8]
+    assert w.status["phase"] == "Pending" and w.ready()["reason"] == reason and "run" not in w.status
+    assert f"spec.{field}.uri" in w.ready()["message"] and path in w.ready()["message"]
+    assert w.status["waiting"]["reason"] == reason and w.ray.submits == 0
+    # 10 checks at 0, 1, 2, 4, 8, 16 … 48 s: a Warning at the start, then one per 8 s ceiling
+    assert w.warnings() == [reason] * (1 + 48 // 8) and len(w.events.events) == 7
+    assert w.kube.status_writes == 7  # a write only to record a Warning's time, not one per check
+
+    w.paths.add(path)
+    w.wait(delays[-1])
+    assert w.status["phase"] == "Launching" and "waiting" not in w.status
+    assert w.body["metadata"]["generation"] == 1 and w.status["run"]["generation"] == 1
+    w.job_succeeds()
+    w.reconcile()
+    assert w.status["phase"] == "Succeeded" and w.ray.submits == 1
+    assert not any(c["type"] == "Failed" for c in w.status["conditions"])
+
+
+def test_operator_without_tracking_uri_waits_then_a_restart_with_one_moves_on() -> None:
+    w = World(registry={"modelName": "m"})
+    w.reconcile()
+    assert w.status["phase"] == "Pending" and w.ready()["reason"] == "RegistryNotConfigured"
+    assert "TUNELOOP_MLFLOW_TRACKING_URI" in w.ready()["message"] and w.kube.rayjobs == {}
+    w.restart(mlflow_tracking_uri="http://mlflow")
+    w.reconcile()
+    assert w.status["phase"] == "Launching" and w.kube.rayjob_creates == 1
+
+
+@pytest.mark.parametrize("old_reason", ["InvalidSpec", "DataInvalid"])
+def test_failed_by_the_old_rules_is_rechecked_on_start(old_reason: str) -> None:
+    """An older operator (or this one with other settings) called a world problem InvalidSpec (or
+    DataInvalid) and stopped for good; the first look after a start checks again."""
+    w = World(registry={"modelName": "m"})
+    message = "spec.registry.trackingUri: no MLflow tracking URI"
+    w.body["status"] = {"phase": "Failed", "observedGeneration": 1, "conditions": [
+        {"type": t, "status": s, "reason": old_reason, "message": message, "observedGeneration": 1,
+         "lastTransitionTime": "2025-12-31T00:00:00Z"} for t, s in (("Ready", "False"), ("Failed", "True"))]}
+    w.restart(mlflow_tracking_uri="http://mlflow")
+    w.reconcile()
+    assert w.status["phase"] == "Launching" and w.kube.rayjob_creates == 1
+    assert not any(c["type"] == "Failed" for c in w.status["conditions"])
+
+
+def test_spec_problem_and_world_problem_together_are_terminal() -> None:
+    w = World("ExistingCluster", dataset={"uri": "file:///data/x.jsonl"},
+              registry={"modelName": "m", "trackingUriSecretRef": {"name": "s", "key": "k"}})
+    w.body["spec"]["ray"]["address"] = "http://127.0.0.1:8265"
+    assert w.reconcile() is None
+    assert w.status["phase"] == "Failed" and w.ready()["reason"] == "InvalidSpec" and "waiting" not in w.status
+    assert "spec.dataset.uri" in w.ready()["message"] and "trackingUriSecretRef" in w.ready()["message"]
+
+
+@pytest.mark.parametrize(("job_reason", "reason"), [("DataNotFound", "DataNotFound"),
+                                                    ("ModelNotFound", "BaseModelNotFound"),
+                                                    ("DataEmpty", "DataEmpty")])
+def test_permanent_job_errors_are_terminal_under_one_name(job_reason: str, reason: str) -> None:
+    w = World("ExistingCluster")
+    w.reconcile()
+    w.registry.results[(UID, 1, 1)] = JobResult(status="Failed", reason=job_reason, message="nothing at s3://b/d")
+    w.ray.jobs[w.status["run"]["submissionId"]]["status"] = "FAILED"
+    w.reconcile()
+    assert w.status["phase"] == "Failed" and w.ready()["reason"] == reason and w.ray.submits == 1
+    w.restart()
+    assert w.reconcile() is None and w.ray.submits == 1  # a run of this spec failed: not rechecked
+
+
+def test_a_spec_this_operator_cannot_parse_is_failed_with_a_phase() -> None:
+    w = World()
+    w.body["spec"]["method"] = "rlhf"
+    assert w.reconcile() is None
+    assert w.status["phase"] == "Failed" and w.ready()["reason"] == "InvalidSpec"
+    assert "does not match this operator's model" in w.ready()["message"]

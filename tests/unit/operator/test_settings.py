@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tuneloop.operator.settings import SettingsError, load_settings
+from tuneloop.operator.settings import SettingsError, config_problems, load_settings
 
 
 def test_defaults_and_overrides() -> None:
@@ -24,3 +24,10 @@ def test_defaults_and_overrides() -> None:
 def test_bad_values_name_the_variable(env: dict[str, str], variable: str) -> None:
     with pytest.raises(SettingsError, match=variable):
         load_settings(env)
+
+
+def test_a_missing_tracking_uri_is_a_config_problem_naming_the_variable_and_the_fix() -> None:
+    [problem] = config_problems(load_settings({}))
+    assert problem.setting == "TUNELOOP_MLFLOW_TRACKING_URI"
+    assert "RegistryNotConfigured" in problem.message and "restart" in problem.message
+    assert config_problems(load_settings({"TUNELOOP_MLFLOW_TRACKING_URI": "http://mlflow:5000"})) == []

@@ -1,11 +1,11 @@
-"""Semantic validation: field paths, reasons, and when file:// paths are checked."""
+"""Semantic validation: field paths, one reason per problem, and when file:// paths are checked."""
 
 from __future__ import annotations
 
 import pytest
 
 from tuneloop.api.finetune import FineTuneSpec
-from tuneloop.operator.logic.validation import ValidationContext, summarize, validate_spec
+from tuneloop.operator.logic.validation import ValidationContext, validate_spec
 
 
 def spec(**kw) -> FineTuneSpec:
@@ -22,16 +22,18 @@ def ctx(existing=("/models/tiny", "/data/x.jsonl"), default_uri=None, mode="auto
 
 CASES = {
     "valid": (spec(), ctx(), []),
-    "dataset missing": (spec(), ctx(existing=("/models/tiny",)), [("spec.dataset.uri", "DataInvalid")]),
-    "base model missing": (spec(), ctx(existing=("/data/x.jsonl",)), [("spec.baseModel.uri", "InvalidSpec")]),
+    "dataset missing": (spec(), ctx(existing=("/models/tiny",)), [("spec.dataset.uri", "DataNotFound")]),
+    "base model missing": (spec(), ctx(existing=("/data/x.jsonl",)), [("spec.baseModel.uri", "BaseModelNotFound")]),
+    "both missing": (spec(), ctx(existing=()), [("spec.baseModel.uri", "BaseModelNotFound"),
+                                                ("spec.dataset.uri", "DataNotFound")]),
     "remote cluster: paths not checked": (spec(ray={"mode": "ExistingCluster", "address": "http://ray:8265"}),
                                           ctx(existing=()), []),
     "RayJob: paths are inside pods": (spec(ray={"mode": "RayJob"}), ctx(existing=()), []),
     "always checks": (spec(ray={"mode": "RayJob"}), ctx(existing=("/models/tiny",), mode="always"),
-                      [("spec.dataset.uri", "DataInvalid")]),
+                      [("spec.dataset.uri", "DataNotFound")]),
     "no address": (spec(ray={"mode": "ExistingCluster"}), ctx(), [("spec.ray.address", "InvalidSpec")]),
     "no tracking uri anywhere": (spec(registry={"modelName": "m"}), ctx(), [("spec.registry.trackingUri",
-                                                                             "InvalidSpec")]),
+                                                                             "RegistryNotConfigured")]),
     "operator default tracking uri": (spec(registry={"modelName": "m"}), ctx(default_uri="http://m"), []),
     "secret ref unsupported": (spec(registry={"modelName": "m", "trackingUriSecretRef": {"name": "s", "key": "k"}}),
                                ctx(), [("spec.registry.trackingUriSecretRef", "InvalidSpec")]),
@@ -44,9 +46,9 @@ def test_validate(case: str) -> None:
     assert [(p.field, p.reason) for p in validate_spec(given, context)] == expected
 
 
-def test_summary_reason_and_message() -> None:
-    problems = validate_spec(spec(), ctx(existing=()))
-    reason, message = summarize(problems)
-    assert reason == "InvalidSpec" and "/data/x.jsonl" in message and "spec.baseModel.uri" in message
-    reason, _ = summarize(validate_spec(spec(), ctx(existing=("/models/tiny",))))
-    assert reason == "DataInvalid"
+def test_messages_name_the_path_and_say_what_happens_next() -> None:
+    base, data = validate_spec(spec(), ctx(existing=()))
+    assert "'/models/tiny'" in base.message and "'/data/x.jsonl'" in data.message
+    assert all("Checked again with backoff" in p.message for p in (base, data))
+    [registry] = validate_spec(spec(registry={"modelName": "m"}), ctx())
+    assert "TUNELOOP_MLFLOW_TRACKING_URI" in registry.message and "restart" in registry.message

@@ -1,7 +1,8 @@
-"""Types shared by both kinds: compute resources, tolerations, secret and object references."""
+"""Types shared by both kinds: compute resources, tolerations, secret and object references, waits."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import Field
@@ -66,3 +67,17 @@ class ComputeResources(ApiModel):
             ]
         }
     }
+
+
+class WaitStatus(ApiModel):
+    """What the object waits on outside its spec (a path, the registry, a Secret, Ray), re-checked with backoff.
+
+    Absent when nothing is waited on. Kept in status so that backoff and Warning events stay bounded
+    across operator restarts.
+    """
+
+    reason: str = Field(description="CamelCase reason of the wait, the same as the Ready condition's.")
+    since: datetime = Field(description="When this reason was first seen; re-checks back off from here.")
+    last_warning_time: datetime | None = Field(
+        default=None, description="When the last Warning event about this wait was posted."
+    )

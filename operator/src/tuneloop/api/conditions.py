@@ -28,8 +28,16 @@ QUALITY_DEGRADED = "QualityDegraded"  # ModelDeployment: quality under its minim
 RETRAINING = "Retraining"  # ModelDeployment: a retrain it triggered is in flight
 
 # --- reasons ---------------------------------------------------------------------------------
-REASON_INVALID_SPEC = "InvalidSpec"  # the spec passed the schema but cannot work; message has the field
-REASON_DATA_INVALID = "DataInvalid"  # the dataset failed preparation (missing, empty, bad rows)
+# Why a FineTune cannot start or go on. Two kinds (`operator.logic.waiting` decides which is which):
+# the spec's own fault is terminal until metadata.generation changes (phase Failed); a fault of the
+# world (a path not there yet, an unset or unreachable registry, a missing Secret, no Ray cluster) is
+# waited out (phase Pending, or the current phase) and re-checked with backoff.
+REASON_INVALID_SPEC = "InvalidSpec"  # spec: passed the schema but contradictory or unsupported; message has the field
+REASON_DATA_INVALID = "DataInvalid"  # spec: the job found bad rows (a missing field, a wrong type)
+REASON_DATA_NOT_FOUND = "DataNotFound"  # world: the dataset path does not exist (yet)
+REASON_BASE_MODEL_NOT_FOUND = "BaseModelNotFound"  # world: the base model path does not exist (yet)
+REASON_REGISTRY_NOT_CONFIGURED = "RegistryNotConfigured"  # world: no tracking URI in the spec or the operator
+REASON_SECRET_NOT_FOUND = "SecretNotFound"  # world: a Secret (or its key) the spec names does not exist
 REASON_PENDING = "Pending"  # accepted, nothing launched yet
 REASON_LAUNCHING = "Launching"  # creating the RayJob or submitting to the cluster
 REASON_RAY_CLUSTER_PROVISIONING = "RayClusterProvisioning"  # RayJob waiting for its cluster
@@ -39,8 +47,8 @@ REASON_JOB_FAILED = "JobFailed"  # the Ray job failed and backoffLimit is exhaus
 REASON_DEADLINE_EXCEEDED = "DeadlineExceeded"  # activeDeadlineSeconds passed
 REASON_REGISTERING = "Registering"  # writing the version to MLflow
 REASON_RESULT_MISSING = "ResultMissing"  # the job succeeded but its result cannot be found (yet)
-REASON_REGISTRY_UNAVAILABLE = "RegistryUnavailable"  # MLflow unreachable; retried with backoff
-REASON_RAY_UNAVAILABLE = "RayUnavailable"  # the Ray job API is unreachable; retried with backoff
+REASON_REGISTRY_UNAVAILABLE = "RegistryUnavailable"  # world: MLflow unreachable; retried with backoff
+REASON_RAY_UNAVAILABLE = "RayUnavailable"  # world: the Ray job API is unreachable; retried with backoff
 REASON_PROMOTED = "Promoted"  # beat baseline and champion: holds the champion alias
 REASON_NOT_PROMOTED = "NotPromoted"  # registered as challenger; the message says by how much it missed
 REASON_SUCCEEDED = "Succeeded"

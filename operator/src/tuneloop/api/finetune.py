@@ -4,7 +4,8 @@ how to judge it (evaluation, promotion), and where to register it (MLflow).
 Every field a later feature needs is here now, so the CRD does not churn as features land.
 Cross-field rules are CEL (`x-kubernetes-validations` in `json_schema_extra`) so `kubectl apply`
 refuses a bad spec at once; the rules the schema cannot express are checked by the operator's
-`logic.validation` and reported as `InvalidSpec` with the field path.
+`logic.validation`: a contradiction is `InvalidSpec` (terminal until the spec changes), a path or
+setting that is not there yet is a wait (`DataNotFound`, `BaseModelNotFound`, `RegistryNotConfigured`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from tuneloop.api.base import ApiModel
-from tuneloop.api.common import ComputeResources, SecretKeyRef
+from tuneloop.api.common import ComputeResources, SecretKeyRef, WaitStatus
 from tuneloop.api.conditions import Condition
 
 Method = Literal["lora", "qlora", "full", "dpo"]
@@ -391,6 +392,11 @@ class FineTuneStatus(ApiModel):
         default_factory=list, description="Alias moves this FineTune made (bounded)."
     )
     cost: CostStatus | None = Field(default=None, description="GPU-hours and estimated price.")
+    waiting: WaitStatus | None = Field(
+        default=None,
+        description="What the FineTune waits on outside its spec (DataNotFound, BaseModelNotFound, "
+        "RegistryNotConfigured, SecretNotFound, RayUnavailable, RegistryUnavailable); absent when nothing.",
+    )
 
 
 class FineTune(ApiModel):

@@ -1,10 +1,12 @@
 """The operator process: `kopf run -m tuneloop.operator.main [--standalone | --peering NAME]`.
 
-Start-up reads the administrator's settings (`TUNELOOP_*`; a bad value stops the operator naming
-the variable), keeps kopf's progress in annotations under `tuneloop.io/` (the CRD schema would prune
-`status.kopf`), stores no diff-base (`NoDiffBase`), uses our finalizer name, joins the peering object for HA when
-one exists (one active replica per peering; `--standalone` in tests), serves Prometheus metrics, and
-builds the clients every handler shares. Importing this module registers the handlers.
+Start-up reads the administrator's settings (`TUNELOOP_*`; a bad value stops the operator naming the
+variable; a missing one it can run without is logged once, with the metric
+`tuneloop_operator_config_problem{setting}`), keeps kopf's progress in annotations under
+`tuneloop.io/` (the CRD schema would prune `status.kopf`), stores no diff-base (`NoDiffBase`), uses
+our finalizer name, joins the peering object for HA when one exists (one active replica per peering;
+`--standalone` in tests), serves Prometheus metrics, and builds the clients every handler shares.
+Importing this module registers the handlers.
 """
 
 from __future__ import annotations
@@ -15,13 +17,19 @@ from typing import Any
 import kopf
 
 from tuneloop.api import constants
+from tuneloop.operator import settings as settings_module
 from tuneloop.operator.clients.kube import RealKube
 from tuneloop.operator.clients.mlflow import MlflowRegistry
 from tuneloop.operator.clients.ray import HttpRayJobs
 from tuneloop.operator.handlers import finetune  # registers the FineTune handlers
 from tuneloop.operator.handlers.reconciler import Clients, FineTuneReconciler
 from tuneloop.operator.metrics import Metrics
-from tuneloop.operator.settings import SettingsError, load_settings
+from tuneloop.operator.settings import (
+    CHECKED_SETTINGS,
+    SettingsError,
+    config_problems,
+    load_settings,
+)
 
 __all__ = ["finetune"]
 _served_ports: dict[int, Metrics] = {}
@@ -59,6 +67,16 @@ def configure_kopf(settings: kopf.OperatorSettings, peering_name: str) -> None:
     settings.posting.level = logging.INFO
 
 
+def report_config_problems(settings: settings_module.OperatorSettings, metrics: Metrics,
+                           logger: logging.Logger) -> None:
+    """Say once, at start-up, what the configuration lacks; the objects it affects say it again."""
+    problems = {p.setting: p.message for p in config_problems(settings)}
+    for setting in CHECKED_SETTINGS:
+        metrics.config_problem.labels(setting=setting).set(1 if setting in problems else 0)
+    for setting, message in problems.items():
+        logger.warning("operator setting %s %s", setting, message)
+
+
 @kopf.on.login()
 def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
     """In-cluster service account, else $KUBECONFIG read now (the client library reads it at import)."""
@@ -81,6 +99,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
         metrics = _served_ports[ours.metrics_port]
     else:
         metrics = Metrics.disabled()
+    report_config_problems(ours, metrics, logger)
     token = ours.ray_auth_token.get_secret_value() if ours.ray_auth_token else None
     clients = Clients(
         kube=RealKube.from_environment(ours.kube_threads),

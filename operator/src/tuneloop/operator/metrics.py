@@ -32,6 +32,9 @@ class Metrics:
         self.errors = Counter("tuneloop_reconcile_errors_total", "Failed calls to outside systems.", ["system"],
                               registry=registry)
         self.launches = Counter("tuneloop_launches_total", "Job launches (attempts).", ["mode"], registry=registry)
+        self.config_problem = Gauge(
+            "tuneloop_operator_config_problem", "1 when an operator setting is missing or unusable (see the "
+            "start-up log), else 0.", ["setting"], registry=registry)
         self._phases: dict[str, str] = {}
         self._lock = threading.Lock()
         for phase in PHASES:

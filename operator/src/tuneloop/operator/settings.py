@@ -3,7 +3,9 @@
 These are the administrator's knobs (poll intervals, prices, images, time limits). They never share
 a model with the user's FineTune spec: a user cannot raise a timeout or change a price by editing a
 custom resource. A bad value stops the operator at start-up with the variable's name, the value and
-what is allowed, instead of failing minutes later inside a handler.
+what is allowed, instead of failing minutes later inside a handler. A missing value the operator can
+run without, but some FineTunes cannot (`config_problems`), is said once at start-up; the FineTunes
+it affects wait (e.g. `RegistryNotConfigured`) and go on when the operator restarts with it.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,7 +33,9 @@ class OperatorSettings(BaseModel):
 
     poll_seconds: float = Field(default=10.0, gt=0, le=3600, description="Poll interval of a running job.")
     max_poll_seconds: float = Field(
-        default=120.0, gt=0, le=3600, description="Cap of the backoff while Ray or MLflow is unreachable."
+        default=120.0, gt=0, le=3600,
+        description="Cap of the backoff of waits (a path not there yet, no registry, Ray or MLflow unreachable), "
+        "and the least time between two Warning events about the same wait."
     )
     mlflow_tracking_uri: str | None = Field(
         default=None, description="Tracking URI used when spec.registry.trackingUri is empty."
@@ -125,3 +130,27 @@ def load_settings(environ: Mapping[str, str] | None = None) -> OperatorSettings:
         field = str(first["loc"][0]) if first["loc"] else "?"
         name = env_name(field)
         raise SettingsError(f"{name}={env.get(name)!r} is invalid: {first['msg']}") from e
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    """A setting the operator starts without, and what that means for the objects it serves."""
+
+    setting: str  # the variable, e.g. TUNELOOP_MLFLOW_TRACKING_URI
+    message: str
+
+
+# Settings checked by `config_problems`: each is reported as the metric
+# tuneloop_operator_config_problem{setting} (1: a problem, 0: fine).
+CHECKED_SETTINGS = (env_name("mlflow_tracking_uri"),)
+
+
+def config_problems(settings: OperatorSettings) -> list[ConfigProblem]:
+    """What is missing from a valid configuration, each with its consequence and the fix."""
+    problems = []
+    if not settings.mlflow_tracking_uri:
+        problems.append(ConfigProblem(env_name("mlflow_tracking_uri"), (
+            "not set: FineTunes without spec.registry.trackingUri wait with reason RegistryNotConfigured; "
+            "set it to the MLflow tracking server (e.g. http://mlflow.mlops.svc:5000) and restart the operator, "
+            "and they go on")))
+    return problems

@@ -5,8 +5,11 @@ caller just received, see `reconcile`), observes only what its
 phase needs (the job, the result, the registry), asks `logic.reconciling.decide_finetune` for a plan,
 runs the plan's idempotent actions, writes status only if it changed, and posts an Event per
 transition. It loops while the plan says the next step is ready, and returns when to look again.
-Ray or MLflow being unreachable is not an error of the FineTune: the Ready condition says what is
-waited on and the next look backs off exponentially up to TUNELOOP_MAX_POLL_SECONDS.
+Ray or MLflow being unreachable, like a dataset path that does not exist yet, is not an error of the
+FineTune: `logic.waiting` makes it a wait, the Ready condition says what is waited on and the next
+look backs off exponentially up to TUNELOOP_MAX_POLL_SECONDS. The first look at each object after
+start-up re-checks a past InvalidSpec verdict once (`Observed.recheck`): a verdict an older operator,
+or this one with other settings, reached may no longer hold.
 """
 
 from __future__ import annotations
@@ -86,6 +89,7 @@ class FineTuneReconciler:
         self.version = operator_version()
         self.policy = reconciling.Policy(
             poll_seconds=settings.poll_seconds,
+            max_poll_seconds=settings.max_poll_seconds,
             storage_root=str(settings.storage_root),
             default_active_deadline_seconds=settings.default_active_deadline_seconds,
             deadline_grace_seconds=settings.deadline_grace_seconds,
@@ -99,7 +103,7 @@ class FineTuneReconciler:
             default_active_deadline_seconds=settings.default_active_deadline_seconds,
             pod_storage_root=settings.pod_storage_root, python=settings.job_python, operator_version=self.version,
         )
-        self._failures: dict[str, int] = {}
+        self._seen: set[str] = set()  # uids looked at since start-up
 
     # --- the loop ------------------------------------------------------------------------------
 
@@ -118,27 +122,28 @@ class FineTuneReconciler:
                 if body is None or body["metadata"].get("deletionTimestamp"):
                     return None
                 plan = await self._step(body)
-                if plan is None or not plan.again:
-                    return self._next_look(body, plan)
+                if not plan.again:
+                    return plan.requeue_seconds
                 body = None
             return self.settings.poll_seconds
         finally:
             self.metrics.reconcile_seconds.observe(time.monotonic() - started)
 
-    async def _step(self, body: dict[str, Any]) -> Plan | None:
+    async def _step(self, body: dict[str, Any]) -> Plan:
         meta = body["metadata"]
         status = FineTuneStatus.model_validate(body.get("status") or {})
         try:
             spec = FineTuneSpec.model_validate(body.get("spec") or {})
         except ValidationError as e:
-            await self._write(body, status, reconciling.note_unavailable(
-                status, c.REASON_INVALID_SPEC, f"spec does not match this operator's model: {e}", self.clock(),
-                meta.get("generation", 0)))
-            return None
+            after = reconciling.decide_unparseable(
+                status, f"spec does not match this operator's model: {e}", self.clock(), meta.get("generation", 0))
+            await self._write(body, status, after, reconciling.transition_events(status, after))
+            return Plan(after)
         observed = Observed(
             namespace=meta["namespace"], name=meta["name"], uid=meta["uid"], generation=meta.get("generation", 0),
             spec=spec, status=status, now=self.clock(),
             retrain_request=(meta.get("annotations") or {}).get(constants.ANNOTATION_RETRAIN_REQUEST),
+            recheck=meta["uid"] not in self._seen,
         )
         try:
             observed = await self.observe(observed)
@@ -147,33 +152,26 @@ class FineTuneReconciler:
                 await self.act(action, observed)
         except ClientError as e:
             self.metrics.errors.labels(system=e.system).inc()
-            self._failures[observed.uid] = self._failures.get(observed.uid, 0) + 1
             reason = {"ray": c.REASON_RAY_UNAVAILABLE, "mlflow": c.REASON_REGISTRY_UNAVAILABLE}.get(e.system)
             if reason is None:  # the apiserver itself: kopf's daemon logs and retries
                 raise
             kind = "unreachable" if isinstance(e, Unavailable) else "refused the request"
-            await self._write(body, status, reconciling.note_unavailable(
-                status, reason, f"{e.system} {kind}; retrying with backoff: {e}", observed.now, observed.generation))
-            return None
-        self._failures.pop(observed.uid, None)
+            plan = reconciling.decide_unavailable(
+                observed, self.policy, reason, f"{e.system} {kind}; retrying with backoff: {e}")
         await self._write(body, status, plan.status, plan.events)
+        self._seen.add(observed.uid)
         self.metrics.set_phase(observed.uid, plan.status.phase)
         if plan.status.phase != status.phase:
             self._record_transition(plan.status)
         return plan
 
-    def _next_look(self, body: dict[str, Any], plan: Plan | None) -> float | None:
-        failures = self._failures.get(body["metadata"]["uid"], 0)
-        if failures:
-            return min(self.settings.poll_seconds * 2 ** (failures - 1), self.settings.max_poll_seconds)
-        return plan.requeue_seconds if plan is not None else None
-
     async def _write(self, body: dict[str, Any], before: FineTuneStatus, after: FineTuneStatus,
-                     events: tuple[reconciling.Event, ...] | None = None) -> None:
+                     events: tuple[reconciling.Event, ...]) -> None:
         if after.to_k8s() != before.to_k8s():
+            assert after.phase is not None, "every status written has a phase"
             meta = body["metadata"]
             await self.clients.kube.write_finetune_status(meta["namespace"], meta["name"], after.to_k8s())
-        for event in events if events is not None else reconciling.transition_events(before, after):
+        for event in events:
             self.clients.events.emit(body, event.type, event.reason, event.message)
 
     def _record_transition(self, after: FineTuneStatus) -> None:
@@ -183,7 +181,7 @@ class FineTuneReconciler:
                 (run.end_time - run.start_time).total_seconds())
 
     def forget(self, uid: str) -> None:
-        self._failures.pop(uid, None)
+        self._seen.discard(uid)
         self.metrics.set_phase(uid, None)
 
     # --- observing -----------------------------------------------------------------------------

@@ -10,6 +10,11 @@ Phases:   Pending → Launching → Running → Registering → Succeeded
                        ↑   ↓ (failed attempt within backoffLimit: next attempt)
           Suspended ←──┘   Failed (backoffLimit reached, deadline, invalid spec, no result)
 
+Pending also means waiting on the world (`logic.waiting`): a dataset or base model path not there
+yet, no tracking URI, Ray unreachable at launch. Such a wait is re-checked with backoff and never
+needs a spec change; an invalid spec is Failed until metadata.generation changes (or, once, when
+the operator restarts, in case the operator's settings were the problem).
+
 A plan's actions run before its status is written: a crash in between repeats the actions, which
 find what they did (409 on create, version found by tag, alias already set) and change nothing.
 """
@@ -28,22 +33,24 @@ from tuneloop.api.finetune import (
     FineTuneSpec,
     FineTuneStatus,
     ModelVersionStatus,
+    Phase,
     PromotionStatus,
     RunStatus,
 )
 from tuneloop.api.results import JobResult
-from tuneloop.operator.logic import cost, naming, promotion
+from tuneloop.operator.logic import cost, naming, promotion, waiting
 from tuneloop.operator.logic.launching import Target
 from tuneloop.operator.logic.observing import JobObservation
-from tuneloop.operator.logic.validation import Problem, summarize
+from tuneloop.operator.logic.waiting import Problem
 
 MAX_ATTEMPT_RECORDS = 50
 MAX_ALIAS_EVENTS = 20
 ACTIVE_PHASES = frozenset({"Launching", "Running"})
 TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
 WARNING_REASONS = frozenset({
-    c.REASON_INVALID_SPEC, c.REASON_DATA_INVALID, c.REASON_JOB_FAILED, c.REASON_DEADLINE_EXCEEDED,
-    c.REASON_RETRYING, c.REASON_REGISTRY_UNAVAILABLE, c.REASON_RAY_UNAVAILABLE, c.REASON_RESULT_MISSING,
+    c.REASON_INVALID_SPEC, c.REASON_JOB_FAILED, c.REASON_DEADLINE_EXCEEDED, c.REASON_RETRYING,
+    c.REASON_RESULT_MISSING, *waiting.WORLD_REASONS, *waiting.PERMANENT_JOB_REASONS,
+    *waiting.JOB_REASON_NAMES.values(),
 })
 
 
@@ -55,6 +62,7 @@ class Policy:
     """Administrator settings the decision depends on."""
 
     poll_seconds: float = 10.0
+    max_poll_seconds: float = 120.0  # backoff ceiling of waits, and of their Warning events
     storage_root: str = "/var/lib/tuneloop"
     default_active_deadline_seconds: int = 86400
     deadline_grace_seconds: float = 60.0
@@ -95,6 +103,7 @@ class Observed:
     status: FineTuneStatus
     now: datetime
     retrain_request: str | None = None
+    recheck: bool = False  # first look since the operator started: re-check a spec verdict once
     problems: tuple[Problem, ...] = ()
     job: JobObservation | None = None
     failure: JobResult | None = None  # result document of a failed attempt, when one was written
@@ -182,9 +191,12 @@ def wanted_trigger(o: Observed) -> str | None:
     if run is not None and run.spec_hash == naming.spec_hash(o.spec):
         return None
     ready = c.get_condition(o.status.conditions, c.READY)
-    invalid = ready is not None and ready.reason in (c.REASON_INVALID_SPEC, c.REASON_DATA_INVALID)
-    if invalid and ready is not None and ready.observed_generation == o.generation:
+    rejected = (o.status.phase == "Failed" and ready is not None and ready.reason == c.REASON_INVALID_SPEC
+                and ready.observed_generation == o.generation)
+    if rejected and not o.recheck:
         return None  # reported once for this generation; permanent until the spec changes
+    # Anything else without a run of this spec is checked again: a wait on the world, or a Failed
+    # left by an operator whose rules or settings called a world problem a spec problem.
     return "spec"
 
 
@@ -225,7 +237,7 @@ def failed_attempts(st: FineTuneStatus, run: int) -> int:
 def _fail(st: FineTuneStatus, o: Observed, reason: str, message: str) -> Plan:
     st.phase = "Failed"
     if st.run is not None:
-        st.run.end_time = o.now
+        st.run.end_time = st.run.end_time or o.now
     _cond(st, o, c.FAILED, "True", reason, message)
     _cond(st, o, c.SUCCEEDED, "False", reason, message)
     _ready(st, o, "False", reason, message)
@@ -249,6 +261,20 @@ def _suspend(st: FineTuneStatus, o: Observed, actions: tuple[Action, ...]) -> Pl
     return Plan(st, actions)
 
 
+def _wait(o: Observed, p: Policy, st: FineTuneStatus, phase: Phase, reason: str, message: str,
+          actions: tuple[Action, ...] = ()) -> Plan:
+    """Waiting on the world: say on what, look again with backoff, warn within the rate limit."""
+    st.phase = phase
+    if phase not in ACTIVE_PHASES and phase != "Registering":
+        st.conditions = c.remove_condition(st.conditions, c.FAILED)
+        _cond(st, o, c.SUCCEEDED, "False", reason, message)
+    _ready(st, o, "False", reason, message)
+    wait = waiting.decide_wait(o.status.waiting, reason, o.now, p.poll_seconds, p.max_poll_seconds)
+    st.waiting = wait.status
+    events = (Event("Warning", reason, message),) if wait.warn else ()
+    return Plan(st, actions, events, requeue_seconds=wait.requeue_seconds)
+
+
 # --- phases ----------------------------------------------------------------------------------
 
 
@@ -257,11 +283,13 @@ def _start_run(o: Observed, p: Policy, st: FineTuneStatus, trigger: str) -> Plan
     if st.run is not None and st.phase in ACTIVE_PHASES and st.run.attempt > 0:
         actions.append(_stop_action(o, st.run))
         _record_attempt(st, o, p, "Stopped", f"superseded: {trigger}")
+    blocker = waiting.decide_blocker(o.problems)
+    if blocker is not None and blocker.kind == "world":  # not consumed: the request starts the run later
+        return _wait(o, p, st, "Pending", blocker.reason, blocker.message, tuple(actions))
     if trigger.startswith("retrain:"):
         st.handled_retrain_request = trigger.split(":", 1)[1]
-    if o.problems:
-        reason, message = summarize(list(o.problems))
-        plan = _fail(st, o, reason, message)
+    if blocker is not None:
+        plan = _fail(st, o, blocker.reason, blocker.message)
         return Plan(plan.status, tuple(actions))
     st.run = RunStatus(
         number=(st.run.number if st.run else 0) + 1, generation=o.generation, trigger=trigger,
@@ -376,8 +404,9 @@ def _attempt_failed(o: Observed, p: Policy, st: FineTuneStatus, reason: str, mes
     run = st.run
     assert run is not None
     _record_attempt(st, o, p, "Failed", f"{reason}: {message}")
-    if o.failure is not None and o.failure.reason == c.REASON_DATA_INVALID:
-        return _fail(st, o, c.REASON_DATA_INVALID, o.failure.message or message)
+    permanent = waiting.permanent_job_reason(o.failure.reason if o.failure is not None else None)
+    if permanent is not None:  # bad data or config: a retry fails the same way
+        return _fail(st, o, permanent, (o.failure.message if o.failure else None) or message)
     failures = failed_attempts(st, run.number)
     if failures <= o.spec.backoff_limit:
         return _launch(o, p, st, run.attempt + 1, retrying=True)
@@ -519,6 +548,7 @@ def decide_finetune(o: Observed, p: Policy) -> Plan:
     """The next step for a FineTune, from what is observed now."""
     st = o.status.model_copy(deep=True)
     st.observed_generation = o.generation
+    st.waiting = None  # set again by a plan that still waits
     trigger = wanted_trigger(o)
     if trigger is not None:
         plan = _start_run(o, p, st, trigger)
@@ -535,7 +565,36 @@ def decide_finetune(o: Observed, p: Policy) -> Plan:
         plan = _watch(o, p, st)
     else:
         plan = _register(o, p, st)
-    return Plan(plan.status, plan.actions, transition_events(o.status, plan.status), plan.requeue_seconds, plan.again)
+    return _with_events(o, plan)
+
+
+def decide_unavailable(o: Observed, p: Policy, reason: str, message: str) -> Plan:
+    """Ray or MLflow could not be reached while acting on `o`: the plan made for it is dropped and the
+    object waits. An active run keeps its phase; anything else is Pending until the call goes through."""
+    st = o.status.model_copy(deep=True)
+    st.observed_generation = o.generation
+    current = st.phase if st.phase in ACTIVE_PHASES or st.phase == "Registering" else "Pending"
+    assert current is not None
+    return _with_events(o, _wait(o, p, st, current, reason, message))
+
+
+def decide_unparseable(status: FineTuneStatus, message: str, now: datetime, generation: int) -> FineTuneStatus:
+    """The spec does not parse into this operator's model (an operator older than the CRD): terminal
+    for this generation, like any InvalidSpec."""
+    st = status.model_copy(deep=True)
+    st.phase, st.observed_generation, st.waiting = "Failed", generation, None
+    reason = c.REASON_INVALID_SPEC
+    st.conditions = c.set_condition(st.conditions, c.FAILED, "True", reason, message, now, generation)
+    st.conditions = c.set_condition(st.conditions, c.SUCCEEDED, "False", reason, message, now, generation)
+    st.conditions = c.set_condition(st.conditions, c.READY, "False", reason, message, now, generation)
+    return st
+
+
+def _with_events(o: Observed, plan: Plan) -> Plan:
+    """The plan with one Event per transition, plus a wait's rate-limited reminder."""
+    events = transition_events(o.status, plan.status)
+    events += tuple(e for e in plan.events if all(e.reason != seen.reason for seen in events))
+    return Plan(plan.status, plan.actions, events, plan.requeue_seconds, plan.again)
 
 
 def transition_events(before: FineTuneStatus, after: FineTuneStatus) -> tuple[Event, ...]:
@@ -552,12 +611,3 @@ def transition_events(before: FineTuneStatus, after: FineTuneStatus) -> tuple[Ev
         return ()
     kind: Literal["Normal", "Warning"] = "Warning" if ready.reason in WARNING_REASONS else "Normal"
     return (Event(kind, ready.reason, ready.message),)
-
-
-def note_unavailable(
-    status: FineTuneStatus, reason: str, message: str, now: datetime, generation: int
-) -> FineTuneStatus:
-    """Status while Ray or MLflow cannot be reached: phase unchanged, Ready says what is waited on."""
-    st = status.model_copy(deep=True)
-    st.conditions = c.set_condition(st.conditions, c.READY, "False", reason, message, now, generation)
-    return st

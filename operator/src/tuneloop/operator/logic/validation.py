@@ -1,10 +1,11 @@
-"""Semantic checks the CRD schema cannot express, each failure naming the field and what to do.
+"""Semantic checks the CRD schema cannot express, each problem naming the field and what to do.
 
 The schema (types, patterns, CEL) already refused malformed specs at `kubectl apply`. What is left
 needs context the apiserver lacks: operator defaults (is there any tracking URI?) and the filesystem
 (does the file:// dataset exist?). Filesystem facts come in through `ValidationContext.path_exists`,
-so the functions stay pure and table-testable. A failure is permanent until the spec changes: the
-controller reports it once and launches nothing.
+so the functions stay pure and table-testable. Each problem carries its reason; `logic.waiting`
+decides from it whether the problem is the spec's (terminal until the spec changes) or the world's
+(waited out and re-checked).
 """
 
 from __future__ import annotations
@@ -16,17 +17,10 @@ from urllib.parse import urlparse
 
 from tuneloop.api import conditions
 from tuneloop.api.finetune import FineTuneSpec
+from tuneloop.operator.logic.waiting import Problem
 
+__all__ = ["Problem", "ValidationContext", "file_uris_visible", "validate_spec"]
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One thing wrong with a spec."""
-
-    field: str  # path as kubectl explain spells it, e.g. spec.dataset.uri
-    message: str  # what is wrong and what to do
-    reason: str = conditions.REASON_INVALID_SPEC
 
 
 @dataclass(frozen=True)
@@ -63,16 +57,18 @@ def validate_spec(spec: FineTuneSpec, ctx: ValidationContext) -> list[Problem]:
         if model_path is not None and not ctx.path_exists(model_path):
             problems.append(Problem(
                 "spec.baseModel.uri",
-                f"base model path {model_path!r} does not exist on the machine running the job; "
-                "point spec.baseModel.uri at an existing folder (config.json and weights)",
+                f"base model path {model_path!r} does not exist on the machine running the job; put the model "
+                "folder (config.json and weights) there, or point spec.baseModel.uri at an existing one. "
+                "Checked again with backoff: the run starts once it exists",
+                conditions.REASON_BASE_MODEL_NOT_FOUND,
             ))
         data_path = _file_path(spec.dataset.uri)
         if data_path is not None and not ctx.path_exists(data_path):
             problems.append(Problem(
                 "spec.dataset.uri",
                 f"dataset path {data_path!r} does not exist; write the JSONL/Parquet file there or fix "
-                "spec.dataset.uri",
-                conditions.REASON_DATA_INVALID,
+                "spec.dataset.uri. Checked again with backoff: the run starts once it exists",
+                conditions.REASON_DATA_NOT_FOUND,
             ))
     if spec.ray.mode == "ExistingCluster" and not spec.ray.address:
         problems.append(Problem(
@@ -90,17 +86,7 @@ def validate_spec(spec: FineTuneSpec, ctx: ValidationContext) -> list[Problem]:
         problems.append(Problem(
             "spec.registry.trackingUri",
             "no MLflow tracking URI: set spec.registry.trackingUri, or ask the administrator to set "
-            "TUNELOOP_MLFLOW_TRACKING_URI on the operator",
+            "TUNELOOP_MLFLOW_TRACKING_URI on the operator and restart it; the FineTune goes on then",
+            conditions.REASON_REGISTRY_NOT_CONFIGURED,
         ))
     return problems
-
-
-def summarize(problems: list[Problem]) -> tuple[str, str]:
-    """(reason, message) for the Ready condition: DataInvalid only when every problem is about data."""
-    reason = (
-        conditions.REASON_DATA_INVALID
-        if all(p.reason == conditions.REASON_DATA_INVALID for p in problems)
-        else conditions.REASON_INVALID_SPEC
-    )
-    message = "; ".join(f"{p.field}: {p.message}" for p in problems)
-    return reason, message
