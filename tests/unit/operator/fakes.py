@@ -12,7 +12,7 @@ from typing import Any
 from tuneloop.api import constants
 from tuneloop.api.results import JobResult
 from tuneloop.operator.clients.errors import Unavailable
-from tuneloop.operator.logic.reconciling import VersionInfo
+from tuneloop.operator.logic.plans import VersionInfo
 
 
 class Killed(BaseException):

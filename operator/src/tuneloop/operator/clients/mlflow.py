@@ -23,7 +23,7 @@ from typing import Any, Protocol, TypeVar
 from tuneloop.api import constants
 from tuneloop.api.results import JobResult
 from tuneloop.operator.clients.errors import ClientError, Rejected, Unavailable
-from tuneloop.operator.logic.reconciling import VersionInfo
+from tuneloop.operator.logic.plans import VersionInfo
 
 SYSTEM = "mlflow"
 T = TypeVar("T")

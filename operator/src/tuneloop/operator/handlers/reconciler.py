@@ -37,11 +37,13 @@ from tuneloop.operator.clients.mlflow import Registry
 from tuneloop.operator.clients.ray import RayJobs
 from tuneloop.operator.logic import launching, naming, rayjob, reconciling
 from tuneloop.operator.logic.observing import JobObservation, observe_rayjob, observe_submission
-from tuneloop.operator.logic.reconciling import (
+from tuneloop.operator.logic.plans import (
     Action,
+    Event,
     Launch,
     Observed,
     Plan,
+    Policy,
     RegisterVersion,
     ResultLookup,
     SetAlias,
@@ -87,7 +89,7 @@ class FineTuneReconciler:
         self.clock = clock
         self.path_exists = path_exists
         self.version = operator_version()
-        self.policy = reconciling.Policy(
+        self.policy = Policy(
             poll_seconds=settings.poll_seconds,
             max_poll_seconds=settings.max_poll_seconds,
             storage_root=str(settings.storage_root),
@@ -166,7 +168,7 @@ class FineTuneReconciler:
         return plan
 
     async def _write(self, body: dict[str, Any], before: FineTuneStatus, after: FineTuneStatus,
-                     events: tuple[reconciling.Event, ...]) -> None:
+                     events: tuple[Event, ...]) -> None:
         if after.to_k8s() != before.to_k8s():
             assert after.phase is not None, "every status written has a phase"
             meta = body["metadata"]
