@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from tuneloop.api.base import ApiModel
-from tuneloop.api.common import ComputeResources, LocalObjectRef
+from tuneloop.api.common import ComputeResources, LocalObjectRef, WaitStatus
 from tuneloop.api.conditions import Condition
 
 Runtime = Literal["RayServe", "KServe"]
@@ -212,6 +212,11 @@ class ModelDeploymentStatus(ApiModel):
     retrain_in_flight: str | None = Field(default=None, description="Id of the retrain in flight, if any.")
     retrain_history: list[RetrainRecord] = Field(default_factory=list, description="Retrains requested (bounded).")
     last_retrain_time: datetime | None = Field(default=None, description="When the last retrain was requested.")
+    waiting: WaitStatus | None = Field(
+        default=None,
+        description="What the ModelDeployment waits on outside its spec (e.g. RegistryUnavailable, "
+        "RayUnavailable, SecretNotFound), re-checked with backoff; absent when nothing.",
+    )
 
 
 class ModelDeployment(ApiModel):
