@@ -32,6 +32,8 @@ from tuneloop.devenv.ports import free_port, wait_until
 
 # Environment every process talking to this head needs; RAY_ADDRESS is added per head.
 BASE_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "RAY_DISABLE_DOCKER_CPU_WARNING": "1"}
+# What `ray start` (ray/_private/node.py, 2.60) says when the raylet missed its 30 s to register.
+NODE_STARTUP_TIMED_OUT = "The current node timed out during startup"
 
 
 @dataclass
@@ -94,7 +96,18 @@ class RayHead:
                 lines += [f"--- {log.name}", *log.read_text(errors="replace").splitlines()[-15:]]
         return "\n".join(lines)
 
-    def start(self, timeout_seconds: float = 120) -> RayHead:
+    def start(self, timeout_seconds: float = 120, attempts: int = 3) -> RayHead:
+        """Start the head and wait for its runtime. `ray start` gives the raylet a fixed 30 s to register
+        with the GCS and exits when a busy machine misses it; only that failure is tried again."""
+        for attempt in range(1, attempts + 1):
+            try:
+                return self._start_once(timeout_seconds)
+            except RuntimeError as e:
+                if attempt == attempts or NODE_STARTUP_TIMED_OUT not in str(e):
+                    raise
+        raise AssertionError("unreachable")
+
+    def _start_once(self, timeout_seconds: float) -> RayHead:
         for key, value in BASE_ENV.items():
             os.environ.setdefault(key, value)
         self.workdir.mkdir(parents=True, exist_ok=True)
