@@ -109,3 +109,36 @@ def test_demo_manifests_render_into_valid_finetunes():
     # The weaker run is weaker by construction, not by luck.
     assert weak.spec.training.epochs < strong.spec.training.epochs and weak.spec.lora.rank < strong.spec.lora.rank
     assert "${" not in yaml.safe_dump(rendered)
+
+
+def test_rich_view_shows_the_status_table_and_a_bar_per_stage():
+    import io
+
+    from rich.console import Console
+
+    from tuneloop.devenv import demo_view
+
+    out = io.StringIO()
+    view = demo_view.RichView(Console(file=out, force_terminal=True, width=160))
+    view.step("control plane ready")
+    view.base_model(350, 350, 0.91)
+    view.update([obs("Running", "training", (1.5, 0.25), run={"number": 1, "attempt": 1},
+                     conditions=[{"type": "Ready", "status": "False", "reason": "Training"}])])
+    view.close()
+    text = out.getvalue()
+    for expected in ("control plane ready", "Pre-training the base model", "PHASE", "READY REASON", "Running",
+                     "Training", "ft · data preparation", "ft · training", "epoch 2/4 loss 0.2500",
+                     "ft · evaluation", "ft · registration"):
+        assert expected in text, expected
+
+
+def test_plain_view_prints_a_line_only_when_something_changed(capsys):
+    from tuneloop.devenv import demo_view
+
+    view = demo_view.PlainView()
+    o = obs("Running", "training", (1.5,), run={"number": 1, "attempt": 1})
+    view.update([o])
+    view.update([o])
+    view.update([obs("Running", "training", (1.5, 0.5), run={"number": 1, "attempt": 1})])
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and "epoch 1/4" in lines[0] and "epoch 2/4" in lines[1]

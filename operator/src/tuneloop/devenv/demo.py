@@ -27,6 +27,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -66,16 +67,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 # --- services --------------------------------------------------------------------------------------
 
 
-def _raise_on_sigterm() -> None:
-    """SIGTERM unwinds like Ctrl-C, so every `finally` below stops what was started."""
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    signal.signal(signal.SIGTERM, handler)
-    with contextlib.suppress(ValueError):
-        signal.signal(signal.SIGHUP, handler)
-
-
 def start_local_services(stack: contextlib.ExitStack, workdir: Path, view: views.View,
                          with_control_plane: bool) -> dict[str, Any]:
     """Control plane, Ray head and MLflow server, started side by side; each stopped by `stack`."""
@@ -95,7 +86,7 @@ def start_local_services(stack: contextlib.ExitStack, workdir: Path, view: views
 
     def start(service: Any) -> None:
         try:
-            service.start()
+            service.start(timeout_seconds=300)  # a busy 2-core machine can take minutes
         except BaseException as e:
             errors.append(e)
 
@@ -152,15 +143,13 @@ def operator_process(workdir: Path, kubeconfig: Path, tracking_uri: str, view: v
            "TUNELOOP_MAX_POLL_SECONDS": "3", "TUNELOOP_METRICS_PORT": str(metrics_port),
            "MLFLOW_DISABLE_TELEMETRY": "true", "RAY_USAGE_STATS_ENABLED": "0"}
     log_path = workdir / "operator.log"
-    log = open(log_path, "wb")  # noqa: SIM115 - closed below
     argv = [sys.executable, "-m", "kopf", "run", "-m", "tuneloop.operator.main", "--all-namespaces", "--standalone"]
-    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    proc = processes.start_group(argv, log_path, env)
     view.step(f"operator started (pid {proc.pid}): {' '.join(argv[2:])}; log {log_path}")
     try:
         yield {"proc": proc, "log": log_path, "metrics": f"http://127.0.0.1:{metrics_port}/metrics"}
     finally:
         processes.stop_group(proc, grace_seconds=5)
-        log.close()
 
 
 # --- manifests ---------------------------------------------------------------------------------------
@@ -365,25 +354,30 @@ def run(args: argparse.Namespace, workdir: Path, view: views.View) -> dict[str, 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    _raise_on_sigterm()
     view = views.make_view(plain=True if args.plain else None)
     own_workdir = args.workdir is None
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="tuneloop-demo-"))
     workdir.mkdir(parents=True, exist_ok=True)
+    succeeded = False
     try:
-        run(args, workdir, view)
+        # SIGTERM and SIGHUP unwind like Ctrl-C, so every `finally` stops what was started.
+        with processes.exit_on_signals():
+            run(args, workdir, view)
+        succeeded = True
         return 0
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C, or processes.StopRequested for SIGTERM/SIGHUP
         view.close()
         print("\ninterrupted: everything the demo started has been stopped", file=sys.stderr)
         return 130
-    except (DemoFailed, controlplane.ControlPlaneError) as e:
+    except Exception as e:
         view.close()
-        print(f"\ndemo failed: {e}\nlogs are in {workdir}", file=sys.stderr)
-        own_workdir = False  # keep the logs
+        if not isinstance(e, DemoFailed | controlplane.ControlPlaneError):
+            traceback.print_exc()
+        print(f"\ndemo failed: {e}\neverything it started has been stopped; logs are in {workdir}", file=sys.stderr)
         return 1
     finally:
-        if own_workdir and not args.keep:
+        # A failed run keeps its logs; a clean one leaves nothing behind unless the folder was the user's.
+        if succeeded and own_workdir and not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
 
 

@@ -63,8 +63,8 @@ class PlainView:
 class RichView:
     """A status table refreshed from the objects, and one progress bar per stage per FineTune."""
 
-    def __init__(self) -> None:
-        self.console = Console()
+    def __init__(self, console: Console | None = None) -> None:
+        self.console = console or Console()
         self.messages: list[str] = []
         self.progress = Progress(SpinnerColumn(), TextColumn("{task.description:<44}"), BarColumn(),
                                  TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), console=self.console)
@@ -137,7 +137,7 @@ def _dataset_detail(tags: Mapping[str, str]) -> str:
 
 def print_summary(summaries: Mapping[str, Mapping[str, Any]], extra: Mapping[str, Any], plain: bool) -> None:
     """The closing summary: per FineTune, then how to look further."""
-    console = Console(force_terminal=not plain, no_color=plain, width=None if not plain else 110)
+    console = Console(no_color=plain, soft_wrap=plain, width=None if not plain else 120)
     for name, s in summaries.items():
         table = Table(title=f"{name}: {s['phase']}", show_header=True)
         table.add_column("metric (held-out)")
