@@ -16,9 +16,11 @@ import contextlib
 import json
 import os
 import queue
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -241,14 +243,20 @@ def test_a_stop_signal_to_the_parent_stops_every_process_it_started(service: str
     [
         pytest.param("controlplane", marks=pytest.mark.apiserver),
         "mlflow_server",
+        "ray_head",
     ],
 )
-def test_a_parent_killed_outright_still_takes_its_services_down(service: str, tmp_path: Path) -> None:
+def test_a_parent_killed_outright_still_takes_its_services_down(service: str) -> None:
     """SIGKILL runs no Python: the services go because their leaders were started with a parent-death
-    signal, and they stop their own children (mlflow forwards it to uvicorn). Nothing can remove the
-    scratch folder then, so the test gives one it removes itself."""
-    with start_service(service, workdir=tmp_path) as started:
-        started.snapshot()
-        started.proc.kill()
-        started.proc.wait(timeout=10)
-        assert_nothing_survives(started, f"{service} after SIGKILL of the parent")
+    signal, and they stop their own children (mlflow forwards it to uvicorn, `ray start` stops its
+    node). Nothing can remove the scratch folder then, so the test gives one (short: Ray's socket
+    paths) and removes it itself."""
+    workdir = Path(tempfile.mkdtemp(prefix="tl-kill-", dir="/tmp"))
+    try:
+        with start_service(service, workdir=workdir) as started:
+            started.snapshot()
+            started.proc.kill()
+            started.proc.wait(timeout=10)
+            assert_nothing_survives(started, f"{service} after SIGKILL of the parent")
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
