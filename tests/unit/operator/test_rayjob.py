@@ -11,6 +11,7 @@ import yaml
 from tuneloop.api.finetune import FineTuneSpec
 from tuneloop.operator.logic import rayjob
 from tuneloop.operator.logic.launching import Target, build_submission
+from tuneloop.operator.logic import observing
 from tuneloop.operator.logic.observing import observe_rayjob, observe_submission
 
 UID = "a5ebc464-a93e-4ae2-8f9e-ef36a8f8c968"
@@ -108,6 +109,14 @@ RAYJOB_CASES = {
         "Running", False),
     "stopped job, deployment stuck, no end time: left to the deadline": (
         rj(jobDeploymentStatus="Running", jobStatus="STOPPED"), "Running", False),
+    "waiting (cluster selector, no cluster yet)": (rj(jobDeploymentStatus="Waiting"), "Pending", False),
+    "retrying": (rj(jobDeploymentStatus="Retrying", jobStatus="FAILED"), "Pending", False),
+    "validation failed (bad runtimeEnvYAML)": (rj(jobDeploymentStatus="ValidationFailed", reason="ValidationFailed",
+                                                  message="invalid runtimeEnvYAML"), "Failed", False),
+    "suspending outside tuneloop": (rj(jobDeploymentStatus="Suspending"), "Stuck", False),
+    "suspended outside tuneloop": (rj(jobDeploymentStatus="Suspended"), "Stuck", False),
+    "unknown deployment status": (rj(jobDeploymentStatus="Frobnicating", jobStatus="RUNNING"), "Stuck", False),
+    "unknown job status": (rj(jobDeploymentStatus="Running", jobStatus="RESCHEDULED"), "Stuck", False),
 }
 
 
@@ -125,3 +134,43 @@ def test_observe_rayjob(case: str) -> None:
 ])
 def test_observe_submission(info, state: str) -> None:
     assert observe_submission(info, None).state == state
+
+
+# KubeRay v1.7.0 rayjob_types.go, written out here so a change of the operator's copy is noticed.
+KUBERAY_DEPLOYMENT_STATUSES = ["", "Initializing", "Running", "Complete", "Failed", "ValidationFailed", "Suspending",
+                               "Suspended", "Retrying", "Waiting"]
+KUBERAY_JOB_STATUSES = ["", "PENDING", "RUNNING", "STOPPED", "SUCCEEDED", "FAILED"]
+KUBERAY_FAILURE_REASONS = ["SubmissionFailed", "DeadlineExceeded", "PreRunningDeadlineExceeded", "AppFailed",
+                           "JobDeploymentStatusTransitionGracePeriodExceeded", "JobStatusCheckTimeoutExceeded",
+                           "ValidationFailed"]
+
+
+def test_every_kuberay_value_is_known() -> None:
+    assert list(observing.DEPLOYMENT_STATUSES) == KUBERAY_DEPLOYMENT_STATUSES
+    assert list(observing.JOB_STATUSES) == KUBERAY_JOB_STATUSES
+    assert list(observing.FAILURE_REASONS) == KUBERAY_FAILURE_REASONS
+
+
+@pytest.mark.parametrize("deployment", KUBERAY_DEPLOYMENT_STATUSES)
+@pytest.mark.parametrize("job", KUBERAY_JOB_STATUSES)
+def test_every_kuberay_pair_has_a_meaning(deployment: str, job: str) -> None:
+    """No known pair reads as unknown, and a finished deployment never reads as still provisioning."""
+    obs = observe_rayjob(rj(jobDeploymentStatus=deployment, jobStatus=job), NOW, inconsistent_grace_seconds=120)
+    assert obs.reason != "UnknownRayJobState"
+    if deployment in ("Complete", "Failed", "ValidationFailed"):
+        assert obs.state in ("Succeeded", "Failed", "DeadlineExceeded"), obs
+    if deployment == "ValidationFailed":
+        assert not obs.retryable and obs.reason == "RayJobValidationFailed"
+
+
+@pytest.mark.parametrize("reason", KUBERAY_FAILURE_REASONS)
+def test_every_kuberay_failure_reason(reason: str) -> None:
+    obs = observe_rayjob(rj(jobDeploymentStatus="Failed", jobStatus="FAILED", reason=reason, message="m"), NOW, 120)
+    expected = {"DeadlineExceeded": ("DeadlineExceeded", "DeadlineExceeded", True),
+                "ValidationFailed": ("Failed", "RayJobValidationFailed", False)}.get(reason, ("Failed", reason, True))
+    assert (obs.state, obs.reason, obs.retryable) == expected
+
+
+def test_unknown_state_is_named() -> None:
+    obs = observe_rayjob(rj(jobDeploymentStatus="Frobnicating", jobStatus="RUNNING"), NOW, 120)
+    assert obs.reason == "UnknownRayJobState" and "'Frobnicating'" in obs.message and "v1.7.0" in obs.message

@@ -170,6 +170,35 @@ def test_failed_attempts_are_retried_up_to_backoff_limit() -> None:
     assert w.reconcile() is None and len(w.kube.rayjobs) == 2  # terminal: nothing more
 
 
+def test_rayjob_validation_failed_is_terminal_without_retry() -> None:
+    w = World(backoffLimit=3)
+    w.reconcile()
+    w.kube.set_rayjob_status(jobDeploymentStatus="ValidationFailed", reason="ValidationFailed",
+                             message="failed to unmarshal RuntimeEnvYAML")
+    assert w.reconcile() is None
+    assert w.status["phase"] == "Failed" and w.ready()["reason"] == "RayJobValidationFailed"
+    assert "RuntimeEnvYAML" in w.ready()["message"] and w.kube.rayjob_creates == 1
+    assert [a["outcome"] for a in w.status["attempts"]] == ["Failed"]
+    assert w.warnings() == ["RayJobValidationFailed"]
+
+
+@pytest.mark.parametrize("phase_before", ["Launching", "Running"])
+def test_unknown_rayjob_state_is_a_visible_condition(phase_before: str) -> None:
+    w = World()
+    w.reconcile()
+    if phase_before == "Running":
+        w.kube.set_rayjob_status(jobDeploymentStatus="Running", jobStatus="RUNNING")
+        w.reconcile()
+    assert w.status["phase"] == phase_before
+    w.kube.set_rayjob_status(jobDeploymentStatus="Hibernating", jobStatus="RUNNING")
+    assert w.reconcile() == 1  # still polled
+    assert w.status["phase"] == phase_before and w.ready()["reason"] == "UnknownRayJobState"
+    assert "'Hibernating'" in w.ready()["message"] and w.warnings() == ["UnknownRayJobState"]
+    w.kube.set_rayjob_status(jobDeploymentStatus="Running", jobStatus="RUNNING")
+    w.reconcile()
+    assert w.status["phase"] == "Running" and w.ready()["reason"] == "Training"
+
+
 def test_data_invalid_failure_is_not_retried() -> None:
     w = World("ExistingCluster")
     w.reconcile()

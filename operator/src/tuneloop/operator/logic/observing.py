@@ -4,6 +4,12 @@ KubeRay's RayJob status has two fields that can disagree (kuberay #2314, #3553);
 one. Both are mapped here to one `JobObservation` so the reconcile decision does not care how the job
 was launched. Success is strict: a RayJob succeeded only when `jobDeploymentStatus == Complete` AND
 `jobStatus == SUCCEEDED`; Complete alone is not success.
+
+Every value KubeRay v1.7.0 defines (rayjob_types.go) has a row in tests/unit/operator/test_rayjob.py.
+A value it does not define (a newer KubeRay) is `Stuck` with reason UnknownRayJobState naming it, and
+so is a RayJob suspended outside tuneloop: visible on the object, never a silent wait until the
+deadline. `ValidationFailed` (KubeRay refused the RayJob tuneloop built, e.g. its runtimeEnvYAML) is a
+failure no retry can fix.
 """
 
 from __future__ import annotations
@@ -12,9 +18,22 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-JobState = Literal["Missing", "Pending", "Running", "Succeeded", "Failed", "DeadlineExceeded"]
+from tuneloop.api import conditions as c
+
+# Stuck: the job cannot go on until someone acts (the reason says who and how); the phase stays.
+JobState = Literal["Missing", "Pending", "Running", "Stuck", "Succeeded", "Failed", "DeadlineExceeded"]
 
 TERMINAL_JOB_STATUSES = frozenset({"SUCCEEDED", "FAILED", "STOPPED"})
+# KubeRay v1.7.0 rayjob_types.go: JobDeploymentStatus, JobStatus (Ray's) and JobFailedReason.
+DEPLOYMENT_STATUSES: tuple[str, ...] = (
+    "", "Initializing", "Running", "Complete", "Failed", "ValidationFailed", "Suspending", "Suspended", "Retrying",
+    "Waiting",
+)
+JOB_STATUSES: tuple[str, ...] = ("", "PENDING", "RUNNING", "STOPPED", "SUCCEEDED", "FAILED")
+FAILURE_REASONS: tuple[str, ...] = (
+    "SubmissionFailed", "DeadlineExceeded", "PreRunningDeadlineExceeded", "AppFailed",
+    "JobDeploymentStatusTransitionGracePeriodExceeded", "JobStatusCheckTimeoutExceeded", "ValidationFailed",
+)
 
 
 @dataclass(frozen=True)
@@ -30,6 +49,8 @@ class JobObservation:
     cluster_name: str | None = None
     # True when the job may still hold a cluster although tuneloop is done with it (#2314, #3553).
     needs_stop: bool = False
+    # False when a new attempt of the same spec would fail the same way (KubeRay's ValidationFailed).
+    retryable: bool = True
 
 
 MISSING = JobObservation(state="Missing")
@@ -59,6 +80,27 @@ def observe_rayjob(rayjob: dict[str, Any] | None, now: datetime, inconsistent_gr
         "dashboard_url": status.get("dashboardURL") or None,
         "cluster_name": status.get("rayClusterName") or None,
     }
+    if deployment not in DEPLOYMENT_STATUSES or job not in JOB_STATUSES:
+        return JobObservation(
+            "Stuck", c.REASON_UNKNOWN_RAYJOB_STATE,
+            f"RayJob reports jobDeploymentStatus {deployment!r} and jobStatus {job!r}; tuneloop knows the states "
+            f"of KubeRay v1.7.0 only (a newer KubeRay?). Looking again until activeDeadlineSeconds; {message}"
+            .rstrip("; "), **common,
+        )
+    if deployment == "ValidationFailed" or reason == "ValidationFailed":
+        return JobObservation(
+            "Failed", c.REASON_RAYJOB_INVALID,
+            f"KubeRay refused the RayJob ({message or 'no message'}): a new attempt would be refused the same "
+            "way. Fix spec.ray (runtimeEnv, serviceAccountName) or the operator's Ray settings",
+            retryable=False, **common,
+        )
+    if deployment in ("Suspending", "Suspended"):
+        return JobObservation(
+            "Stuck", c.REASON_RAYJOB_SUSPENDED,
+            f"RayJob jobDeploymentStatus is {deployment}, but tuneloop never suspends a RayJob (it deletes it "
+            "on spec.suspend): set the RayJob's spec.suspend to false, or suspend this FineTune instead",
+            **common,
+        )
     if deployment == "Complete":
         if job == "SUCCEEDED":
             return JobObservation("Succeeded", "Succeeded", message, **common)
@@ -74,6 +116,9 @@ def observe_rayjob(rayjob: dict[str, Any] | None, now: datetime, inconsistent_gr
             state, reason or "JobDeploymentFailed", message or "RayJob jobDeploymentStatus is Failed",
             needs_stop=still_running, **common,
         )
+    if deployment == "Retrying":  # KubeRay starts the job again on a new cluster (its own backoffLimit)
+        return JobObservation("Pending", "RayClusterProvisioning", message or "KubeRay is retrying the RayJob",
+                              **common)
     if job in ("FAILED", "STOPPED"):
         # #3553: the Ray job ended but the deployment stays Running. Give KubeRay a grace period,
         # counted from the Ray job's end: `rayJobInfo.endTime` (from the Ray dashboard). KubeRay sets

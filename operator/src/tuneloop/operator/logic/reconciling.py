@@ -59,7 +59,8 @@ ACTIVE_PHASES = frozenset({"Launching", "Running"})
 TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
 WARNING_REASONS = frozenset({
     c.REASON_INVALID_SPEC, c.REASON_JOB_FAILED, c.REASON_DEADLINE_EXCEEDED, c.REASON_RETRYING,
-    c.REASON_RESULT_MISSING, *waiting.WORLD_REASONS, *waiting.PERMANENT_JOB_REASONS,
+    c.REASON_RESULT_MISSING, c.REASON_RAYJOB_INVALID, c.REASON_RAYJOB_SUSPENDED, c.REASON_UNKNOWN_RAYJOB_STATE,
+    *waiting.WORLD_REASONS, *waiting.PERMANENT_JOB_REASONS,
     *waiting.JOB_REASON_NAMES.values(),
 })
 
@@ -286,12 +287,19 @@ def _watch(o: Observed, p: Policy, st: FineTuneStatus) -> Plan:
         st.phase = "Running"
         _ready(st, o, "False", c.REASON_TRAINING, f"run {run.number} attempt {run.attempt}: {where} is training")
         return Plan(st, requeue_seconds=p.poll_seconds)
+    if job.state == "Stuck":  # the phase stays; the condition says what is wrong and who can fix it
+        _ready(st, o, "False", job.reason, f"run {run.number} attempt {run.attempt}: {where}: {job.message}")
+        return Plan(st, requeue_seconds=p.poll_seconds)
     if job.state == "Succeeded":
         _record_attempt(st, o, p, "Succeeded", "job succeeded")
         st.phase = "Registering"
         _ready(st, o, "False", c.REASON_REGISTERING, f"run {run.number}: reading the result and registering the model")
         return Plan(st, again=True)
     stop = (_stop_action(o, run),) if job.needs_stop else ()
+    if not job.retryable:
+        _record_attempt(st, o, p, "Failed", f"{job.reason}: {job.message}")
+        plan = _fail(st, o, job.reason, job.message)
+        return Plan(plan.status, stop)
     plan = _attempt_failed(o, p, st, job.reason or "AppFailed", job.message or "the Ray job failed")
     return Plan(plan.status, stop + plan.actions, requeue_seconds=plan.requeue_seconds, again=plan.again)
 
