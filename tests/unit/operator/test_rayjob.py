@@ -9,9 +9,8 @@ import pytest
 import yaml
 
 from tuneloop.api.finetune import FineTuneSpec
-from tuneloop.operator.logic import rayjob
+from tuneloop.operator.logic import observing, rayjob
 from tuneloop.operator.logic.launching import Target, build_submission
-from tuneloop.operator.logic import observing
 from tuneloop.operator.logic.observing import observe_rayjob, observe_submission
 
 UID = "a5ebc464-a93e-4ae2-8f9e-ef36a8f8c968"
