@@ -32,7 +32,7 @@ from tuneloop.devenv.ports import free_port, wait_until
 
 # Environment every process talking to this head needs; RAY_ADDRESS is added per head.
 BASE_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "RAY_DISABLE_DOCKER_CPU_WARNING": "1"}
-# What `ray start` (ray/_private/node.py, 2.60) says when the raylet missed its 30 s to register.
+# What `ray start` (ray/_private/node.py, 2.60) says when the raylet did not register within 30 s.
 NODE_STARTUP_TIMED_OUT = "The current node timed out during startup"
 
 
@@ -97,8 +97,9 @@ class RayHead:
         return "\n".join(lines)
 
     def start(self, timeout_seconds: float = 120, attempts: int = 3) -> RayHead:
-        """Start the head and wait for its runtime. `ray start` gives the raylet a fixed 30 s to register
-        with the GCS and exits when a busy machine misses it; only that failure is tried again."""
+        """Start the head and wait for its runtime. On a busy machine the dashboard agent can miss the
+        raylet's fixed 15 s wait for its port file (not configurable in 2.60); the raylet aborts and
+        `ray start` exits after its own fixed 30 s. Only that failure is tried again."""
         for attempt in range(1, attempts + 1):
             try:
                 return self._start_once(timeout_seconds)
