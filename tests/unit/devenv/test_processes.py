@@ -4,11 +4,13 @@ and SIGHUP into an orderly exit that stops what was started, even with no `runni
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -106,3 +108,53 @@ def test_the_previous_handlers_come_back():
     with processes.exit_on_signals():
         assert signal.getsignal(signal.SIGTERM) is not before[signal.SIGTERM]
     assert {sig: signal.getsignal(sig) for sig in processes.STOP_SIGNALS} == before
+
+
+def test_a_service_started_from_a_short_lived_thread_outlives_that_thread(tmp_path):
+    """Linux sends the parent-death signal when the forking *thread* exits; tests and the demo start
+    services from threads that end right after."""
+    started: list[subprocess.Popen[bytes]] = []
+    thread = threading.Thread(target=lambda: started.append(processes.start_group(["sleep", "600"], tmp_path / "log")))
+    thread.start()
+    thread.join()
+    try:
+        time.sleep(0.5)
+        assert alive(started[0].pid)
+    finally:
+        processes.stop_group(started[0], grace_seconds=1)
+
+
+KILLED_PARENT = textwrap.dedent(
+    """
+    import signal, sys, threading
+    from pathlib import Path
+    from tuneloop.devenv import processes
+
+    def start():
+        print(processes.start_group(["sleep", "600"], Path(sys.argv[1])).pid, flush=True)
+
+    for _ in range(2):
+        threading.Thread(target=start).start()
+    signal.pause()
+    """
+)
+
+
+def test_services_go_with_a_parent_killed_outright(tmp_path):
+    parent = subprocess.Popen(
+        [sys.executable, "-c", KILLED_PARENT, str(tmp_path / "log")], stdout=subprocess.PIPE, text=True
+    )
+    children: list[int] = []
+    try:
+        assert parent.stdout is not None
+        children = [int(parent.stdout.readline()) for _ in range(2)]
+        assert all(alive(c) for c in children)
+        parent.kill()
+        parent.wait()
+        assert wait_gone(children) == []
+    finally:
+        parent.kill()
+        parent.wait()
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)

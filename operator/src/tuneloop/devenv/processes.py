@@ -12,10 +12,10 @@ is killed outright. Also the scratch folders they run in.
 - `stop_group()` kills the service's whole tree, not only its group: Ray puts each worker in its own
   process group and each job driver in its own session, reachable only through parent links that are
   gone once `ray start` dies — so the tree is read from /proc before the first signal.
-- A child started from the main thread gets PR_SET_PDEATHSIG=SIGTERM, so a parent killed with
-  SIGKILL still takes the service leaders down (they stop their own children). Never from other
-  threads: Linux sends the signal when the *thread* that forked exits, and tests start services from
-  short-lived threads.
+- Each leader gets PR_SET_PDEATHSIG=SIGTERM, so a parent killed with SIGKILL still takes the
+  service leaders down (they stop their own children). Linux sends that signal when the *thread*
+  that forked exits, and tests and the demo start services from short-lived threads, so one
+  long-lived thread forks them all.
 
 Linux only, like the binaries these services run.
 """
@@ -24,13 +24,16 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import os
+import queue
 import shutil
 import signal
 import subprocess
 import tempfile
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,10 +54,11 @@ class StopRequested(KeyboardInterrupt):
 
 # Leaders started by start_group() and not yet stopped: exit_on_signals() stops any of them left over.
 _live: set[subprocess.Popen[bytes]] = set()
-# Signals arrive in the main thread only. While it is inside Popen a raised signal would lose the
-# child it just forked, so the signal is held until the child is in _live.
-_spawning = False
-_held: list[int] = []
+# The one thread that forks every service (see the module docstring), with its work queue.
+_Request = tuple[Callable[[], "subprocess.Popen[bytes]"], "Future[subprocess.Popen[bytes]]"]
+_requests: queue.Queue[_Request] = queue.Queue()
+_spawner: threading.Thread | None = None
+_spawner_lock = threading.Lock()
 
 
 def _ignore(signum: int, frame: Any) -> None:
@@ -65,9 +69,6 @@ def _ignore(signum: int, frame: Any) -> None:
 def _on_stop_signal(signum: int, frame: Any) -> None:
     for sig in STOP_SIGNALS:
         signal.signal(sig, _ignore)
-    if _spawning:
-        _held.append(signum)
-        return
     raise StopRequested(signum)
 
 
@@ -84,8 +85,9 @@ def exit_on_signals() -> Iterator[None]:
         yield
     finally:
         try:
-            # A safety net: every `running()` stops its own service, unless a signal beat the
-            # bookkeeping that records it.
+            # A safety net: every `running()` stops its own service, unless the signal came while
+            # its leader was being forked. Such a leader is in _live once the queue is done.
+            _requests.join()
             for proc in list(_live):
                 stop_group(proc, grace_seconds=3)
         finally:
@@ -93,6 +95,7 @@ def exit_on_signals() -> Iterator[None]:
                 signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
 
 
+@functools.cache
 def _parent_death_signal() -> Callable[[], None] | None:
     """A preexec_fn setting PR_SET_PDEATHSIG=SIGTERM, or None where prctl is unavailable."""
     try:
@@ -109,31 +112,45 @@ def _parent_death_signal() -> Callable[[], None] | None:
     return set_in_child
 
 
+def _spawn_forever() -> None:
+    while True:
+        make, future = _requests.get()
+        try:
+            if future.set_running_or_notify_cancel():
+                try:
+                    proc = make()
+                except BaseException as e:
+                    future.set_exception(e)
+                else:
+                    _live.add(proc)  # before the caller sees it, which a signal may prevent
+                    future.set_result(proc)
+        finally:
+            _requests.task_done()
+
+
 def start_group(argv: Sequence[str], log_path: Path, env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
     """Start `argv` as a new session and process group leader, stdout and stderr appended to `log_path`."""
-    global _spawning
-    in_main = threading.current_thread() is threading.main_thread()
-    with open(log_path, "ab") as log:  # the child holds its own descriptor
-        _spawning = in_main
-        try:
-            proc = subprocess.Popen(
+    global _spawner
+
+    def make() -> subprocess.Popen[bytes]:
+        with open(log_path, "ab") as log:  # the child holds its own descriptor
+            return subprocess.Popen(
                 list(argv),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=dict(env) if env is not None else None,
                 start_new_session=True,
                 # Only a prctl call runs between fork and exec: safe with other threads around.
-                preexec_fn=_parent_death_signal() if in_main else None,
+                preexec_fn=_parent_death_signal(),
             )
-            _live.add(proc)
-        finally:
-            if in_main:
-                _spawning = False
-    if in_main and _held:
-        signum = _held[0]
-        _held.clear()
-        raise StopRequested(signum)
-    return proc
+
+    with _spawner_lock:
+        if _spawner is None or not _spawner.is_alive():
+            _spawner = threading.Thread(target=_spawn_forever, name="tuneloop-spawner", daemon=True)
+            _spawner.start()
+    future: Future[subprocess.Popen[bytes]] = Future()
+    _requests.put((make, future))
+    return future.result()
 
 
 @dataclass(frozen=True)
