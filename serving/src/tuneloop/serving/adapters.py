@@ -86,13 +86,17 @@ def download(model_id: str, tracking_uri: str | None, cache_dir: Path) -> Adapte
         raise
     target = cache_dir / _safe(parsed.name) / parsed.version
     if not (target / "MLmodel").is_file():
+        # The version's own artifact location, not models:/<name>/<version>: that URI is resolved against
+        # the process-wide registry URI, which download_artifacts(tracking_uri=...) does not set.
+        source = client.get_model_version_download_uri(parsed.name, parsed.version)
         partial = target.with_name(f"{parsed.version}.partial")
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
-        mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{parsed.name}/{parsed.version}",
-                                            dst_path=str(partial), tracking_uri=tracking_uri)
+        local = mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(partial),
+                                                    tracking_uri=tracking_uri)
         shutil.rmtree(target, ignore_errors=True)
-        partial.rename(target)
+        Path(local).rename(target)  # the model folder lands under dst_path by its own name
+        shutil.rmtree(partial, ignore_errors=True)
     return read_logged_model(target, parsed, version.run_id)
 
 

@@ -13,8 +13,8 @@ Two deployments:
   `user_config` carries the default model id (serving.args for why).
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: FastAPI (through serve.ingress) must see `Request` as a
+# class, not a string, or it takes `request` for a required query parameter (422).
 import asyncio
 import contextlib
 import os
@@ -44,7 +44,7 @@ class LoadedAdapter:
     `__del__`; the adapter is detached once no request is using it (on the generation thread, so never
     under a running generation)."""
 
-    def __init__(self, artifact: adapters.AdapterArtifact, name: str, detach: Callable[[str], None]) -> None:
+    def __init__(self, artifact: adapters.AdapterArtifact, name: str, detach: Callable[[str], object]) -> None:
         self.artifact, self.name = artifact, name
         self._detach = detach
         self._lock = threading.Lock()
@@ -122,6 +122,9 @@ def make_generator(max_models_per_replica: int) -> Any:
                     return {"error": {"status": 404, "param": "model", "message": str(e)}}
                 except (adapters.ModelNotServable, bodies.InvalidRequest) as e:
                     return {"error": {"status": 400, "param": "model", "message": str(e)}}
+                except Exception as e:  # the registry or artifact store failing: worth a retry by the client
+                    return {"error": {"status": 503, "param": "model", "message": f"loading model {model_id} "
+                                      f"failed: {type(e).__name__}: {str(e)[:500]}"}}
                 with adapter.use() as usable:
                     if not usable:
                         continue  # evicted between lookup and use: load it again
@@ -195,10 +198,14 @@ class Ingress:
                 latency_ms=(time.perf_counter() - started) * 1000, status_code=400, error=str(error)))
             return _error(400, error.param, error.message, request_id)
 
-        result = await self.generator.options(multiplexed_model_id=model_id).generate.remote(
-            prompts.render_prompt(parsed.prompt), parsed.max_tokens, parsed.temperature)
+        try:
+            result = await self.generator.options(multiplexed_model_id=model_id).generate.remote(
+                prompts.render_prompt(parsed.prompt), parsed.max_tokens, parsed.temperature)
+        except Exception as e:  # a replica that died mid-request, a generation that raised
+            result = {"error": {"status": 503, "param": None,
+                                "message": f"generation failed: {type(e).__name__}: {str(e)[:500]}"}}
         latency_ms = (time.perf_counter() - started) * 1000
-        common = {"kind": traffic_log.KIND_REQUEST, "request_id": request_id, "time": received,
+        common: dict[str, Any] = {"kind": traffic_log.KIND_REQUEST, "request_id": request_id, "time": received,
                   "model_id": model_id, "prompt": parsed.prompt, "latency_ms": latency_ms,
                   "max_tokens": parsed.max_tokens, "temperature": parsed.temperature}
         if "error" in result:
@@ -244,5 +251,6 @@ def build(app_args: dict[str, Any]) -> Any:
     parsed = args.AppArgs.model_validate(app_args)
     plain = parsed.model_dump(mode="json")
     generator = make_generator(parsed.max_models_per_replica)
-    return Ingress.options(user_config={"default_model_id": parsed.default_model_id}).bind(
+    ingress: Any = Ingress  # serve.deployment's return type is not visible to mypy
+    return ingress.options(user_config={"default_model_id": parsed.default_model_id}).bind(
         generator.bind(plain), plain)
