@@ -5,7 +5,9 @@ without a phase, so every story here also proves that no status write leaves `ph
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +20,8 @@ from tuneloop.operator.handlers.reconciler import Clients, FineTuneReconciler
 from tuneloop.operator.settings import OperatorSettings
 
 NS, NAME, UID = "ns", "ft", "11111111-2222-3333-4444-555555555555"
+# What the real job logs to MLflow when its data is bad (checked by tests/api/test_job_failure_result.py).
+FAILED_RESULT_DATA_INVALID = Path(__file__).parent / "data" / "failed-result-data-invalid.json"
 H = "h" * 64
 
 
@@ -197,6 +201,20 @@ def test_unknown_rayjob_state_is_a_visible_condition(phase_before: str) -> None:
     w.kube.set_rayjob_status(jobDeploymentStatus="Running", jobStatus="RUNNING")
     w.reconcile()
     assert w.status["phase"] == "Running" and w.ready()["reason"] == "Training"
+
+
+def test_rayjob_data_invalid_from_the_jobs_own_document_is_not_retried() -> None:
+    """RayJob mode: the only failure report is the job's document on MLflow; KubeRay says AppFailed."""
+    w = World(backoffLimit=3)
+    w.reconcile()
+    document = json.loads(FAILED_RESULT_DATA_INVALID.read_text())
+    w.registry.results[(UID, 1, 1)] = JobResult.model_validate(document)
+    w.kube.set_rayjob_status(jobDeploymentStatus="Complete", jobStatus="FAILED", reason="AppFailed",
+                             message="Job entrypoint command failed with exit code 23")
+    assert w.reconcile() is None
+    assert w.status["phase"] == "Failed" and w.ready()["reason"] == "DataInvalid"
+    assert "line 2: field 'completion' is missing" in w.ready()["message"]
+    assert w.kube.rayjob_creates == 1 and [a["outcome"] for a in w.status["attempts"]] == ["Failed"]
 
 
 def test_data_invalid_failure_is_not_retried() -> None:

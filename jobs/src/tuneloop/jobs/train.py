@@ -8,8 +8,11 @@ the JobResult JSON the controller reads.
         [--tracking-uri URI] [--experiment NAME] [--run-name NAME] [--tag KEY=VALUE ...]
 
 SPEC is a file (JSON or YAML; a FineTuneSpec or a whole FineTune object) or an inline JSON string.
-Exit codes and failure reasons are in tuneloop.jobs.errors; on a handled failure the job also writes a
-Failed JobResult to --result and marks the MLflow run FAILED (a failed run never gets a model).
+Exit codes and failure reasons are in tuneloop.jobs.errors; on a failure the job also writes a Failed
+JobResult to --result and marks the MLflow run FAILED (a failed run never gets a model). The controller
+of a RayJob cannot read --result (it lies in the pod), so the failed document also goes onto the MLflow
+run — or, when the job failed before opening one (bad data is found first), onto a run of its own
+tagged like the job's — whenever the job was given the attempt tag the controller looks it up by.
 Data is checked before torch and Ray are imported, so bad data fails in about a second.
 """
 
@@ -23,8 +26,11 @@ import tempfile
 import time
 import traceback
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from tuneloop.api import constants
 from tuneloop.api.finetune import FineTuneSpec
 from tuneloop.api.results import JobResult
 from tuneloop.jobs import datasets
@@ -112,13 +118,23 @@ def write_result(path: Path | None, result: JobResult) -> None:
     os.replace(tmp, path)
 
 
-def run(args: argparse.Namespace, result: JobResult, started: float) -> JobResult:
-    """The job proper; fills `result` as it goes so a failure still reports what was done."""
+@dataclass
+class Progress:
+    """What a failed job has got as far as, for its failure report."""
+
+    spec: FineTuneSpec | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    tracker: Any = None  # tracking.Tracker, once its MLflow run is open
+
+
+def run(args: argparse.Namespace, result: JobResult, started: float, progress: Progress | None = None) -> JobResult:
+    """The job proper; fills `result` and `progress` as it goes so a failure still reports what was done."""
     from tuneloop.jobs import evaluating, modeling, tracking, training
 
-    spec = load_spec(args.spec)
+    progress = progress or Progress()
+    spec = progress.spec = load_spec(args.spec)
     check_spec(spec)
-    tags = parse_tags(args.tag)
+    tags = progress.tags = parse_tags(args.tag)
     storage: Path = args.storage.resolve()
     prepared = datasets.prepare(spec.dataset, storage / "data")
     result.dataset = prepared.summary
@@ -132,6 +148,7 @@ def run(args: argparse.Namespace, result: JobResult, started: float) -> JobResul
                                args.run_name, tags, storage)
     result.run_id = tracker.start()
     result.experiment_id = tracker.experiment_id
+    progress.tracker = tracker
     try:
         tracker.log_spec(spec)
         tracker.log_dataset(prepared.summary, prepared.held_out_path)
@@ -184,10 +201,59 @@ def run(args: argparse.Namespace, result: JobResult, started: float) -> JobResul
         tracker.log_result(result)
     except BaseException:
         result.status, result.exit_code = "Failed", int(ExitCode.INTERNAL)
-        tracker.finish(succeeded=False)
-        raise
+        raise  # main() reports the failure on this run, then closes it
     tracker.finish(succeeded=True)
     return result
+
+
+def report_failure(args: argparse.Namespace, result: JobResult, progress: Progress) -> None:
+    """Put the failed JobResult where the controller looks for it (best effort: never hides the error).
+
+    On the job's MLflow run when it is open. Before that (bad data, bad config: found before the run
+    opens), on a run of its own, but only when the job has the `tuneloop.run.attempt` tag: the
+    controller finds a result by (uid, run, attempt) tags, and a job run by hand gets no stray run."""
+    from tuneloop.jobs import tracking
+
+    tracker = progress.tracker
+    if tracker is None:
+        experiment = args.experiment
+        if not experiment and progress.spec is not None:
+            registry = progress.spec.registry
+            experiment = registry.experiment or f"tuneloop/{registry.model_name}"
+        tags = progress.tags
+        if not tags:
+            try:
+                tags = parse_tags(args.tag)
+            except JobError:
+                return
+        uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+        if constants.TAG_RUN_ATTEMPT not in tags or not experiment or not uri:
+            return
+        # Bounded: a tracking server that is down must not hold a failed job for minutes.
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+        # Its own scratch folder: a later attempt on the same storage must not resume this run.
+        with tempfile.TemporaryDirectory(prefix="tuneloop-failure-") as scratch:
+            tracker = tracking.Tracker(uri, experiment, args.run_name, tags, Path(scratch))
+            try:
+                result.run_id = tracker.start()
+                result.experiment_id = tracker.experiment_id
+            except JobError as e:
+                _log(f"could not report the failure to MLflow: {e}")
+                result.run_id = result.experiment_id = None
+                return
+            _report_on(tracker, result)
+        return
+    _report_on(tracker, result)
+
+
+def _report_on(tracker: Any, result: JobResult) -> None:
+    try:
+        tracker.log_result(result)
+    except JobError as e:
+        _log(f"could not log the failed result to MLflow run {tracker.run_id}: {e}")
+    finally:
+        tracker.finish(succeeded=False)
 
 
 def _log(message: str) -> None:
@@ -198,8 +264,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.monotonic()
     result = JobResult(status="Failed", exit_code=int(ExitCode.INTERNAL))
+    progress = Progress()
     try:
-        run(args, result, started)
+        run(args, result, started, progress)
         code = ExitCode.OK
     except JobError as e:
         _log(f"FAILED {e.reason} (exit {int(e.code)}): {e.message}")
@@ -211,7 +278,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         result.status, result.exit_code, result.reason, result.message = (
             "Failed", int(ExitCode.INTERNAL), "InternalError", message)
         code = ExitCode.INTERNAL
+    except BaseException:  # killed or interrupted: close the run without a verdict, as before
+        if progress.tracker is not None:
+            progress.tracker.finish(succeeded=False)
+        raise
     result.duration_seconds = round(time.monotonic() - started, 3)
+    if code != ExitCode.OK:
+        report_failure(args, result, progress)
     write_result(args.result, result)
     if code == ExitCode.OK:
         _log(f"succeeded in {result.duration_seconds:.1f}s: run {result.run_id}, model {result.model_uri}")
