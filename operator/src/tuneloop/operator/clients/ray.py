@@ -63,7 +63,8 @@ class HttpRayJobs:
             except (TimeoutError, aiohttp.ClientError, OSError) as e:
                 last = e
             await asyncio.sleep(min(0.5 * 2**attempt, 5.0))
-        err = Unavailable(f"Ray job API {method} {url} failed after {self._retries + 1} tries: {last}", SYSTEM)
+        cause = describe(last, self._timeout.total) if last is not None else "no answer"
+        err = Unavailable(f"Ray job API {method} {url} failed after {self._retries + 1} tries: {cause}", SYSTEM)
         raise err from last
 
     async def get_job(self, address: str, submission_id: str) -> dict[str, Any] | None:
@@ -95,6 +96,14 @@ class HttpRayJobs:
         if status != 200:
             raise _refused("stop", url, status, payload)
         return bool(isinstance(payload, dict) and payload.get("stopped"))
+
+
+def describe(error: BaseException, timeout_seconds: float | None) -> str:
+    """The error's type and text; a timeout's text is empty (asyncio.TimeoutError()), so say what timed out."""
+    text = str(error).strip()
+    if isinstance(error, TimeoutError) and not text:
+        text = f"no answer within {timeout_seconds:g}s" if timeout_seconds else "timed out"
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 def _refused(verb: str, url: str, status: int, payload: Any) -> Exception:
