@@ -161,8 +161,12 @@ class FakeRegistry:
 
 
 class FakeEvents:
-    def __init__(self) -> None:
-        self.events: list[tuple[str, str, str]] = []
+    """Posting an Event is a mutating call: the operator can be killed just before it."""
 
-    def emit(self, body: dict[str, Any], type_: str, reason: str, message: str) -> None:
+    def __init__(self, crasher: Crasher | None = None) -> None:
+        self.events: list[tuple[str, str, str]] = []
+        self.crasher = crasher or Crasher()
+
+    async def emit(self, body: dict[str, Any], type_: str, reason: str, message: str) -> None:
+        self.crasher.tick()
         self.events.append((type_, reason, message))

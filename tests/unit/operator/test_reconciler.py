@@ -44,7 +44,7 @@ class World:
         self.kube = FakeKube(self.crasher)
         self.ray = FakeRay(self.crasher)
         self.registry = FakeRegistry(self.crasher)
-        self.events = FakeEvents()
+        self.events = FakeEvents(self.crasher)
         self.clock = Clock()
         ray = {"mode": mode}
         if mode == "ExistingCluster":
@@ -107,16 +107,19 @@ class World:
             self.ray.jobs[self.status["run"]["submissionId"]]["status"] = "SUCCEEDED"
 
 
-def run_to_end(world: World, limit: int = 30) -> None:
+def run_to_end(world: World, limit: int = 30) -> int:
+    """Reconcile to a terminal phase, restarting the operator whenever it is killed; returns the kills."""
+    kills = 0
     for _ in range(limit):
         try:
             world.reconcile()
         except Killed:
+            kills += 1
             world.crasher.after = None
             world.restart()
             continue
         if world.status.get("phase") in ("Succeeded", "Failed"):
-            return
+            return kills
         if world.status.get("phase") in ("Launching", "Running") and world.status["run"]["attempt"] >= 1 \
                 and (UID, 1, world.status["run"]["attempt"]) not in world.registry.results:
             world.job_succeeds(attempt=world.status["run"]["attempt"])
@@ -136,24 +139,38 @@ def test_whole_run(mode: str) -> None:
     assert w.ready()["reason"] == "Promoted" and st["observedGeneration"] == 1
     tags = w.registry.versions[0].tags
     assert tags[constants.TAG_DATASET_HASH] == H and tags[constants.TAG_EVAL_METRIC_PREFIX + "exact_match"] == "0.8"
-    assert [e[1] for e in w.events.events][:1] == ["Launching"] and w.events.events[-1][1] == "Promoted"
+    assert [e[1] for e in w.events.events] == ["Launching", "Registering", "Promoted"]
     assert st["cost"]["gpuHours"] == 0.0  # the fake clock did not move
 
 
-# Writes in a full RayJob run: ConfigMap, RayJob, status (Launching), status (Registering + metrics),
-# version, status (version), status (decision), alias, status (Succeeded). Kill after each of them.
-@pytest.mark.parametrize("kill_after", range(0, 10))
-@pytest.mark.parametrize("mode", ["RayJob", "ExistingCluster"])
-def test_killed_at_any_write_still_one_job_one_version(mode: str, kill_after: int) -> None:
+# Mutating calls of a whole run without a kill. RayJob: Event + status (Launching), ConfigMap + RayJob,
+# Event + status (Registering), version, status (version), status (decision), alias, Event + status
+# (Promoted). ExistingCluster: one submission instead of ConfigMap + RayJob.
+MUTATIONS = {"RayJob": 12, "ExistingCluster": 11}
+KILL_POINTS = [(mode, n) for mode, count in MUTATIONS.items() for n in range(count)]
+
+
+@pytest.mark.parametrize("mode", list(MUTATIONS))
+def test_kill_points_cover_every_mutation(mode: str) -> None:
+    w = World(mode)
+    assert run_to_end(w) == 0 and w.crasher.count == MUTATIONS[mode]
+
+
+@pytest.mark.parametrize(("mode", "kill_after"), KILL_POINTS, ids=[f"{m}-{n}" for m, n in KILL_POINTS])
+def test_killed_at_any_write_still_one_job_one_version_every_event(mode: str, kill_after: int) -> None:
     w = World(mode)
     w.crasher.after = kill_after
-    run_to_end(w)
+    assert run_to_end(w) == 1, "the operator was never killed: the kill point is past the run's last write"
     assert w.status["phase"] == "Succeeded", w.status
     launches = w.kube.rayjob_creates if mode == "RayJob" else w.ray.submits
     assert launches == 1
     assert len(w.registry.versions) == 1 and w.registry.aliases == {"champion": "1"}
     assert [a["outcome"] for a in w.status["attempts"]] == ["Succeeded"]
     assert len(w.status["aliasHistory"]) == 1
+    # Every transition's Event is posted, whichever write the kill fell before (at least once).
+    reasons = [e[1] for e in w.events.events]
+    assert sorted(set(reasons)) == ["Launching", "Promoted", "Registering"], reasons
+    assert len(reasons) <= 4  # at most the one Event of the interrupted step again
 
 
 def test_failed_attempts_are_retried_up_to_backoff_limit() -> None:

@@ -18,7 +18,7 @@ import kopf
 
 from tuneloop.api import constants
 from tuneloop.operator import settings as settings_module
-from tuneloop.operator.clients.kube import RealKube
+from tuneloop.operator.clients.kube import KubeEvents, RealKube
 from tuneloop.operator.clients.mlflow import MlflowRegistry
 from tuneloop.operator.clients.ray import HttpRayJobs
 from tuneloop.operator.handlers import finetune  # registers the FineTune handlers
@@ -101,11 +101,12 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
         metrics = Metrics.disabled()
     report_config_problems(ours, metrics, logger)
     token = ours.ray_auth_token.get_secret_value() if ours.ray_auth_token else None
+    kube = RealKube.from_environment(ours.kube_threads)
     clients = Clients(
-        kube=RealKube.from_environment(ours.kube_threads),
+        kube=kube,
         ray=HttpRayJobs(ours.client_timeout_seconds, ours.client_retries, token),
         registry=MlflowRegistry(ours.client_timeout_seconds, ours.client_retries),
-        events=finetune.KopfEvents(),
+        events=KubeEvents(kube),
     )
     memo.reconciler = FineTuneReconciler(clients, ours, metrics)
     memo.clients = clients

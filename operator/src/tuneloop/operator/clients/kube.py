@@ -3,7 +3,9 @@
 The official client is synchronous; calls run on a bounded thread pool of their own so hundreds of
 FineTunes reconcile concurrently without starving kopf's executor. Responses are always read in full:
 an unread `_preload_content=False` response keeps its connection out of the pool, and every later call
-then pays a new TLS handshake (~40 ms here). Events go through kopf's poster (`KopfEvents`).
+then pays a new TLS handshake (~40 ms here). Events are posted by `post_event`, awaited: the
+controller posts a transition's Event before the status write that records it (see handlers.reconciler),
+which only holds if the Event is really created when the call returns (kopf's own poster queues it).
 """
 
 from __future__ import annotations
@@ -11,9 +13,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
 from kubernetes import client as k8s
@@ -41,9 +45,51 @@ class Kube(Protocol):
 
 
 class Events(Protocol):
-    """Kubernetes Events about an object."""
+    """Kubernetes Events about an object; `emit` returns once the Event exists (or was refused)."""
 
-    def emit(self, body: dict[str, Any], type_: str, reason: str, message: str) -> None: ...
+    async def emit(self, body: dict[str, Any], type_: str, reason: str, message: str) -> None: ...
+
+
+log = logging.getLogger(__name__)
+EVENT_COMPONENT = "tuneloop-operator"
+MAX_EVENT_MESSAGE_CHARS = 1024
+
+
+def build_event(body: dict[str, Any], type_: str, reason: str, message: str, now: datetime) -> dict[str, Any]:
+    """A core/v1 Event about `body`, shaped like the ones kubectl describe lists."""
+    meta = body.get("metadata") or {}
+    stamp = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    if len(message) > MAX_EVENT_MESSAGE_CHARS:
+        suffix = " …(truncated)"
+        message = message[: MAX_EVENT_MESSAGE_CHARS - len(suffix)] + suffix
+    return {
+        "apiVersion": "v1", "kind": "Event",
+        "metadata": {"generateName": f"{meta.get('name', 'object')}.", "namespace": meta.get("namespace")},
+        "involvedObject": {"apiVersion": body.get("apiVersion"), "kind": body.get("kind"), "name": meta.get("name"),
+                           "namespace": meta.get("namespace"), "uid": meta.get("uid")},
+        "type": type_, "reason": reason, "message": message,
+        "source": {"component": EVENT_COMPONENT}, "reportingComponent": EVENT_COMPONENT,
+        "firstTimestamp": stamp, "lastTimestamp": stamp, "count": 1,
+    }
+
+
+class KubeEvents:
+    """`Events` through the apiserver, awaited. A refused Event (RBAC, a namespace being deleted) is
+    logged and dropped, as kopf does: it must not stop the object's reconciliation. An unreachable
+    apiserver raises, so the status write that would record the transition is not made either."""
+
+    def __init__(self, kube: RealKube) -> None:
+        self._kube = kube
+
+    async def emit(self, body: dict[str, Any], type_: str, reason: str, message: str) -> None:
+        event = build_event(body, type_, reason, message, datetime.now(UTC))
+        namespace = event["metadata"]["namespace"]
+        try:
+            await self._kube._call(f"post Event {reason} in {namespace}", self._kube._core.create_namespaced_event,
+                                   namespace, event)
+        except Rejected as e:
+            log.warning("Event %s about %s/%s was refused: %s", reason, namespace,
+                        event["involvedObject"]["name"], e)
 
 
 def _translate(e: Exception, what: str) -> ClientError:

@@ -25,13 +25,6 @@ RESOURCE = (constants.GROUP, constants.VERSION, constants.FINETUNE_PLURAL)
 log = logging.getLogger(__name__)
 
 
-class KopfEvents:
-    """`clients.kube.Events` through kopf's event poster (queued, posted in the background)."""
-
-    def emit(self, body: dict[str, Any], type_: str, reason: str, message: str) -> None:
-        kopf.event(body, type=type_, reason=reason, message=message)
-
-
 def _reconciler(memo: kopf.Memo) -> FineTuneReconciler:
     reconciler = getattr(memo, "reconciler", None)
     if reconciler is None:

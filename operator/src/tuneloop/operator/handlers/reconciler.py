@@ -15,6 +15,7 @@ or this one with other settings, reached may no longer hold.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -106,6 +107,7 @@ class FineTuneReconciler:
             pod_storage_root=settings.pod_storage_root, python=settings.job_python, operator_version=self.version,
         )
         self._seen: set[str] = set()  # uids looked at since start-up
+        self._model_locks: dict[tuple[int, str, str], asyncio.Lock] = {}  # see _gate_lock
 
     # --- the loop ------------------------------------------------------------------------------
 
@@ -148,10 +150,11 @@ class FineTuneReconciler:
             recheck=meta["uid"] not in self._seen,
         )
         try:
-            observed = await self.observe(observed)
-            plan = reconciling.decide_finetune(observed, self.policy)
-            for action in plan.actions:
-                await self.act(action, observed)
+            async with self._gate_lock(observed):
+                observed = await self.observe(observed)
+                plan = reconciling.decide_finetune(observed, self.policy)
+                for action in plan.actions:
+                    await self.act(action, observed)
         except ClientError as e:
             self.metrics.errors.labels(system=e.system).inc()
             reason = {"ray": c.REASON_RAY_UNAVAILABLE, "mlflow": c.REASON_REGISTRY_UNAVAILABLE}.get(e.system)
@@ -167,14 +170,26 @@ class FineTuneReconciler:
             self._record_transition(plan.status)
         return plan
 
+    def _gate_lock(self, o: Observed) -> contextlib.AbstractAsyncContextManager[object]:
+        """Registering steps of FineTunes of one registered model run one at a time, so the champion a
+        gate reads is still the champion when it moves the alias. Per process: one operator is active
+        at a time (kopf peering); the re-decision in `logic.reconciling` covers moves made elsewhere."""
+        if o.status.phase != "Registering":
+            return contextlib.nullcontext()
+        key = (id(asyncio.get_running_loop()), self.tracking_uri(o.spec), o.spec.registry.model_name)
+        return self._model_locks.setdefault(key, asyncio.Lock())
+
     async def _write(self, body: dict[str, Any], before: FineTuneStatus, after: FineTuneStatus,
                      events: tuple[Event, ...]) -> None:
+        """Post the step's Events, then write its status. The status write commits the step: killed
+        before it, the next operator decides the same transition from the same status and posts its
+        Event again (at least once); killed after it, the Event already exists (never lost)."""
+        for event in events:
+            await self.clients.events.emit(body, event.type, event.reason, event.message)
         if after.to_k8s() != before.to_k8s():
             assert after.phase is not None, "every status written has a phase"
             meta = body["metadata"]
             await self.clients.kube.write_finetune_status(meta["namespace"], meta["name"], after.to_k8s())
-        for event in events:
-            self.clients.events.emit(body, event.type, event.reason, event.message)
 
     def _record_transition(self, after: FineTuneStatus) -> None:
         run = after.run
@@ -214,8 +229,9 @@ class FineTuneReconciler:
             uri, model = self.tracking_uri(o.spec), o.spec.registry.model_name
             registry = self.clients.registry
             version = await registry.find_version(uri, model, o.uid, o.status.run.number)
-            if version is None or o.status.promotion is not None:
-                return replace(o, version=version)
+            if version is None:
+                return o
+            # Read even when a decision is stored: the decision is remade if the champion moved since.
             champion = await registry.get_alias(uri, model, constants.ALIAS_CHAMPION)
             challenger = await registry.get_alias(uri, model, constants.ALIAS_CHALLENGER)
             return replace(o, version=version, champion=champion, challenger=challenger)
@@ -317,7 +333,7 @@ class FineTuneReconciler:
             if waited < self.settings.delete_timeout_seconds:
                 raise
             what = f"submission {stop.submission_id} at {stop.address}" if stop and stop.submission_id else "children"
-            self.clients.events.emit(body, "Warning", "CleanupAbandoned", c.truncate(
+            await self.clients.events.emit(body, "Warning", "CleanupAbandoned", c.truncate(
                 f"gave up stopping {what} after {waited:.0f}s: {e}. Stop it by hand (ray job stop --address "
                 f"<address> <submission id>) and delete leftover RayJobs labelled {selector}"))
         self.forget(meta["uid"])

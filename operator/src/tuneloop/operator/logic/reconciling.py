@@ -364,10 +364,19 @@ def _register(o: Observed, p: Policy, st: FineTuneStatus) -> Plan:
     )
     registered = f"registered as {model_name} version {version.version}"
     _cond(st, o, c.MODEL_REGISTERED, "True", c.REASON_SUCCEEDED, registered)
-    if st.promotion is None:
+    if st.promotion is None or champion_moved(o, version, st.promotion):
+        # Decided again when another FineTune of this model moved the champion since the decision was
+        # written: the alias is set only against the champion it was compared with (compare-and-set;
+        # the operator serialises gates of one registered model so the read stays true until the set).
         st.promotion = decide(o, result, version)
         return Plan(st, again=True)  # write the decision before moving aliases: it names the old champion
     return _promote(o, p, st, version, st.promotion)
+
+
+def champion_moved(o: Observed, version: VersionInfo, decision: PromotionStatus) -> bool:
+    """The champion now is not the one `decision` was made against (and not this version: our own set)."""
+    current = o.champion.version if o.champion is not None else None
+    return current != decision.champion_version and current != version.version
 
 
 def decide(o: Observed, result: JobResult, version: VersionInfo) -> PromotionStatus:
