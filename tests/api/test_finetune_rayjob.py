@@ -76,7 +76,9 @@ def test_success_registers_champion_then_worse_run_stays_challenger(operator, cl
     assert not any(k.startswith("argocd") for k in rj["metadata"].get("annotations", {}) or {})
     [cm] = cluster.configmaps()
     assert '"modelName": "' + model + '"' in cm.data["spec.json"]
-    assert cluster.ready("alpha")["reason"] == "RayClusterProvisioning" or cluster.status("alpha")["phase"]
+    # The RayJob has no status yet: KubeRay has not started its cluster.
+    wait_for(lambda: cluster.ready("alpha")["reason"] == "RayClusterProvisioning", what="RayClusterProvisioning")
+    assert cluster.status("alpha")["phase"] == "Launching"
 
     cluster.set_rayjob_status(job_name, jobStatus="RUNNING", jobDeploymentStatus="Running",
                               dashboardURL="http://dash:8265", rayClusterName="rc-1")
@@ -116,5 +118,5 @@ def test_success_registers_champion_then_worse_run_stays_challenger(operator, cl
     assert ready["reason"] == "NotPromoted" and "missed by 0.1" in ready["message"]
     assert client.get_model_version_by_alias(model, "champion").version == "1"
     assert client.get_model_version_by_alias(model, "challenger").version == "2"
-    reasons = [e.reason for e in cluster.events("alpha")]
-    assert "Launching" in reasons and "Promoted" in reasons
+    reasons = {e.reason for e in cluster.events("alpha")}
+    assert reasons == {"Launching", "RayClusterProvisioning", "Training", "Registering", "Promoted"}, reasons

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import random
+from pathlib import Path
 
 import pytest
 
-from tuneloop.jobs import splitting
+from tuneloop.api.finetune import DatasetSpec
+from tuneloop.jobs import datasets, splitting
 
 
 def ex(prompt: str, completion: str = "x") -> dict[str, str | None]:
@@ -47,12 +50,26 @@ def test_split_depends_on_seed() -> None:
     assert a != b
 
 
-def test_appending_data_never_moves_an_example() -> None:
-    old = [splitting.exact_key(ex(f"example {i}")) for i in range(300)]
-    new = old + [splitting.exact_key(ex(f"appended {i}")) for i in range(300)]
-    before = {k: splitting.is_held_out(k, "s", 0.1) for k in old}
-    after = {k: splitting.is_held_out(k, "s", 0.1) for k in new}
-    assert all(after[k] == side for k, side in before.items())
+def test_appending_data_never_moves_an_example(tmp_path: Path) -> None:
+    """The whole preparation run twice: on a file, then on that file with rows appended and the old
+    rows shuffled. Every old example lands on the side it was on, and the held-out set only grows."""
+    def prepared(rows: list[dict[str, str]], name: str) -> dict[str, set[str]]:
+        path = tmp_path / f"{name}.jsonl"
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        spec = DatasetSpec.model_validate({"uri": f"file://{path}", "evalFraction": 0.2, "splitSeed": "s"})
+        out = datasets.prepare(spec, tmp_path / name)
+        return {"train": {e.prompt for e in out.train}, "held_out": {e.prompt for e in out.held_out}}
+
+    old_rows = [{"prompt": f"example {i}", "completion": "x"} for i in range(300)]
+    new_rows = [{"prompt": f"appended {i}", "completion": "y"} for i in range(300)]
+    shuffled = old_rows[:]
+    random.Random(7).shuffle(shuffled)
+    before = prepared(old_rows, "before")
+    after = prepared(new_rows[:150] + shuffled + new_rows[150:], "after")
+    assert before["train"] and before["held_out"]
+    assert before["train"] <= after["train"] and before["held_out"] <= after["held_out"]
+    assert after["held_out"] - before["held_out"], "appended examples reach the held-out set too"
+    assert len(after["held_out"]) < len(after["train"])
 
 
 def test_dataset_hash_is_order_independent_and_split_sensitive() -> None:
