@@ -32,8 +32,10 @@ from tuneloop.devenv.ports import free_port, wait_until
 
 # Environment every process talking to this head needs; RAY_ADDRESS is added per head.
 BASE_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "RAY_DISABLE_DOCKER_CPU_WARNING": "1"}
-# What `ray start` (ray/_private/node.py, 2.60) says when the raylet did not register within 30 s.
+# What `ray start` (ray/_private/node.py, 2.60) says when the raylet did not register within 30 s,
+# and what the raylet says when the dashboard agent missed its 15 s to write its port file.
 NODE_STARTUP_TIMED_OUT = "The current node timed out during startup"
+AGENT_PORT_FILE_TIMED_OUT = "Timed out waiting for file"
 
 
 @dataclass
@@ -89,26 +91,51 @@ class RayHead:
             and answers(self.address + "/api/jobs/", None)
         )
 
-    def _log_tail(self) -> str:
-        lines = []
-        for log in [self.log_path, *sorted(self.temp_dir.glob("session_latest/logs/dashboard.*"))]:
-            if log.is_file():
-                lines += [f"--- {log.name}", *log.read_text(errors="replace").splitlines()[-15:]]
+    def _start_log(self, offset: int) -> str:
+        """What `ray start` wrote in this attempt (the log is appended to across attempts)."""
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(offset)
+                return f.read().decode(errors="replace")
+        except OSError:
+            return ""
+
+    def _session_errors(self) -> dict[str, list[str]]:
+        """The first lines of each non-empty *.err of the latest session: where a Ray process says why
+        it died (the rest is a stack trace)."""
+        found = {}
+        for log in sorted(self.temp_dir.glob("session_latest/logs/*.err")):
+            with contextlib.suppress(OSError):
+                lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
+                if lines:
+                    found[log.name] = lines[:3]
+        return found
+
+    def _log_tail(self, offset: int) -> str:
+        start_lines = [line for line in self._start_log(offset).splitlines() if line.strip()]
+        lines = [f"--- {self.log_path.name}", *start_lines[-20:]]
+        for name, head in self._session_errors().items():
+            lines += [f"--- {name}", *head]
         return "\n".join(lines)
+
+    def _lost_startup_race(self, offset: int) -> bool:
+        raylet = " ".join(self._session_errors().get("raylet.err", []))
+        return NODE_STARTUP_TIMED_OUT in self._start_log(offset) or AGENT_PORT_FILE_TIMED_OUT in raylet
 
     def start(self, timeout_seconds: float = 120, attempts: int = 3) -> RayHead:
         """Start the head and wait for its runtime. On a busy machine the dashboard agent can miss the
         raylet's fixed 15 s wait for its port file (not configurable in 2.60); the raylet aborts and
         `ray start` exits after its own fixed 30 s. Only that failure is tried again."""
         for attempt in range(1, attempts + 1):
+            offset = self.log_path.stat().st_size if self.log_path.exists() else 0
             try:
-                return self._start_once(timeout_seconds)
-            except RuntimeError as e:
-                if attempt == attempts or NODE_STARTUP_TIMED_OUT not in str(e):
+                return self._start_once(timeout_seconds, offset)
+            except RuntimeError:
+                if attempt == attempts or not self._lost_startup_race(offset):
                     raise
         raise AssertionError("unreachable")
 
-    def _start_once(self, timeout_seconds: float) -> RayHead:
+    def _start_once(self, timeout_seconds: float, log_offset: int) -> RayHead:
         for key, value in BASE_ENV.items():
             os.environ.setdefault(key, value)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -138,7 +165,7 @@ class RayHead:
         def died() -> str | None:
             if self.proc is None or self.proc.poll() is None:
                 return None
-            return f"exit {self.proc.returncode}; last log lines:\n{self._log_tail()}"
+            return f"exit {self.proc.returncode}; last log lines:\n{self._log_tail(log_offset)}"
 
         try:
             wait_until(self._runtime_ready, timeout_seconds, "ray head (GCS, raylet, agent, job API)", died)
