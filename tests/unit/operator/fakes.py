@@ -75,6 +75,12 @@ class FakeKube:
             self.configmaps.pop(k, None)
         return len(owned)
 
+    async def annotate_finetune(self, namespace: str, name: str, key: str, value: str) -> None:
+        self.crasher.tick()
+        body = self.finetunes.get((namespace, name))
+        if body is not None:
+            body["metadata"].setdefault("annotations", {})[key] = value
+
     def set_rayjob_status(self, **status: Any) -> None:
         for rj in self.rayjobs.values():
             rj["status"] = dict(status)

@@ -53,6 +53,7 @@ REASON_RESULT_MISSING = "ResultMissing"  # the job succeeded but its result cann
 REASON_REGISTRY_UNAVAILABLE = "RegistryUnavailable"  # world: MLflow unreachable; retried with backoff
 REASON_RAY_UNAVAILABLE = "RayUnavailable"  # world: the Ray job API is unreachable; retried with backoff
 REASON_PROMOTED = "Promoted"  # beat baseline and champion: holds the champion alias
+REASON_SUPERSEDED = "Superseded"  # held the champion alias until another version took it (alias history says which)
 REASON_NOT_PROMOTED = "NotPromoted"  # registered as challenger; the message says by how much it missed
 REASON_SUCCEEDED = "Succeeded"
 REASON_SUSPENDED = "Suspended"

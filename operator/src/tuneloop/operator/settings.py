@@ -74,6 +74,11 @@ class OperatorSettings(BaseModel):
     result_grace_seconds: float = Field(
         default=300.0, ge=0, description="How long to look for the result of a succeeded job before Failed."
     )
+    alias_recheck_seconds: float = Field(
+        default=600.0, gt=0,
+        description="How often a Succeeded FineTune re-reads whether its version still holds its alias "
+        "(catches moves made outside tuneloop; moves by another FineTune wake it at once).",
+    )
     delete_timeout_seconds: float = Field(
         default=60.0, ge=0, description="How long deletion retries stopping the job before giving up."
     )

@@ -42,6 +42,7 @@ class Kube(Protocol):
     async def get_rayjob(self, namespace: str, name: str) -> dict[str, Any] | None: ...
     async def delete_rayjob(self, namespace: str, name: str) -> None: ...
     async def delete_children(self, namespace: str, label_selector: str, owner_uid: str) -> int: ...
+    async def annotate_finetune(self, namespace: str, name: str, key: str, value: str) -> None: ...
 
 
 class Events(Protocol):
@@ -160,6 +161,16 @@ class RealKube:
             [{"op": "add", "path": "/status", "value": status}],
             _content_type="application/json-patch+json",
         )
+
+    async def annotate_finetune(self, namespace: str, name: str, key: str, value: str) -> None:
+        """Set one annotation (merge patch); a FineTune that no longer exists is not an error."""
+        try:
+            await self._call(f"annotate FineTune {namespace}/{name}", self._custom.patch_namespaced_custom_object,
+                             constants.GROUP, constants.VERSION, namespace, constants.FINETUNE_PLURAL, name,
+                             {"metadata": {"annotations": {key: value}}})
+        except Rejected as e:
+            if not (isinstance(e.__cause__, ApiException) and e.__cause__.status == 404):
+                raise
 
     async def _ensure(self, what: str, fn: Callable[..., Any], *args: Any) -> None:
         try:

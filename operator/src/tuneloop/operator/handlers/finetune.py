@@ -39,7 +39,9 @@ def _wake(memo: kopf.Memo) -> asyncio.Event:
 
 
 def _change_key(body: kopf.Body) -> tuple[Any, ...]:
-    return (body.meta.get("generation"), body.meta.annotations.get(constants.ANNOTATION_RETRAIN_REQUEST))
+    annotations = body.meta.annotations
+    return (body.meta.get("generation"), annotations.get(constants.ANNOTATION_RETRAIN_REQUEST),
+            annotations.get(constants.ANNOTATION_ALIAS_CHECK))
 
 
 @kopf.daemon(*RESOURCE, id="reconcile", cancellation_timeout=2.0)

@@ -42,6 +42,7 @@ from tuneloop.operator.logic.plans import (
     Action,
     Event,
     Launch,
+    NudgeFineTune,
     Observed,
     Plan,
     Policy,
@@ -97,6 +98,7 @@ class FineTuneReconciler:
             default_active_deadline_seconds=settings.default_active_deadline_seconds,
             deadline_grace_seconds=settings.deadline_grace_seconds,
             result_grace_seconds=settings.result_grace_seconds,
+            alias_recheck_seconds=settings.alias_recheck_seconds,
             gpu_prices=dict(settings.gpu_prices_usd_per_hour),
             operator_version=self.version,
         )
@@ -221,6 +223,8 @@ class FineTuneReconciler:
                 except ClientError as e:  # the failure document only refines the reason
                     log.info("no failure result for %s/%s: %s", o.namespace, o.name, e)
             return replace(o, job=job, failure=failure)
+        if o.status.phase == "Succeeded" and o.status.model is not None and o.status.run is not None:
+            return await self.observe_aliases(o)
         if o.status.phase == "Registering" and o.status.run is not None:
             lookup = await self.find_result(o)
             o = replace(o, result=lookup)
@@ -236,6 +240,18 @@ class FineTuneReconciler:
             challenger = await registry.get_alias(uri, model, constants.ALIAS_CHALLENGER)
             return replace(o, version=version, champion=champion, challenger=challenger)
         return o
+
+    async def observe_aliases(self, o: Observed) -> Observed:
+        """Who holds champion and challenger now, for a Succeeded object's re-check. MLflow being down
+        changes nothing here: the object keeps what it says and looks again later."""
+        uri, model = self.tracking_uri(o.spec), o.spec.registry.model_name
+        try:
+            champion = await self.clients.registry.get_alias(uri, model, constants.ALIAS_CHAMPION)
+            challenger = await self.clients.registry.get_alias(uri, model, constants.ALIAS_CHALLENGER)
+        except ClientError as e:
+            log.info("alias re-check of %s/%s skipped: %s", o.namespace, o.name, e)
+            return o
+        return replace(o, champion=champion, challenger=challenger, aliases_read=True)
 
     async def observe_job(self, o: Observed) -> JobObservation:
         run = o.status.run
@@ -297,6 +313,9 @@ class FineTuneReconciler:
                                                          action.tags, action.description)
         elif isinstance(action, SetAlias):
             await self.clients.registry.set_alias(uri, action.model_name, action.alias, action.version)
+        elif isinstance(action, NudgeFineTune):
+            await self.clients.kube.annotate_finetune(action.namespace, action.name, constants.ANNOTATION_ALIAS_CHECK,
+                                                      action.value)
 
     async def stop(self, namespace: str, action: StopJob) -> None:
         if action.mode == "ExistingCluster":

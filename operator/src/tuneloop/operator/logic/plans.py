@@ -29,6 +29,7 @@ class Policy:
     default_active_deadline_seconds: int = 86400
     deadline_grace_seconds: float = 60.0
     result_grace_seconds: float = 300.0
+    alias_recheck_seconds: float = 600.0
     gpu_prices: dict[str, float] = field(default_factory=lambda: {"default": 2.5})
     operator_version: str = "0.0.0"
 
@@ -73,6 +74,7 @@ class Observed:
     version: VersionInfo | None = None  # the version registered for (uid, run)
     champion: VersionInfo | None = None
     challenger: VersionInfo | None = None
+    aliases_read: bool = False  # champion/challenger were read for a Succeeded object's re-check
 
 
 # --- outputs ---------------------------------------------------------------------------------
@@ -109,7 +111,16 @@ class SetAlias:
     version: str
 
 
-Action = Launch | StopJob | RegisterVersion | SetAlias
+@dataclass(frozen=True)
+class NudgeFineTune:
+    """Wake another FineTune (annotation patch) so it re-reads its alias: its version lost `champion`."""
+
+    namespace: str
+    name: str
+    value: str
+
+
+Action = Launch | StopJob | RegisterVersion | SetAlias | NudgeFineTune
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,7 @@ from tuneloop.operator.logic.plans import (
     Action,
     Event,
     Launch,
+    NudgeFineTune,
     Observed,
     Plan,
     Policy,
@@ -410,6 +411,11 @@ def _promote(o: Observed, p: Policy, st: FineTuneStatus, version: VersionInfo, d
     actions: tuple[Action, ...] = ()
     if alias not in version.aliases:
         actions = (SetAlias(st.model.name, alias, version.version),)
+        loser = o.champion
+        if decision.promoted and loser is not None and loser.version != version.version:
+            ns, name = loser.tags.get(constants.TAG_FINETUNE_NAMESPACE), loser.tags.get(constants.TAG_FINETUNE_NAME)
+            if ns and name and loser.tags.get(constants.TAG_FINETUNE_UID) != o.uid:
+                actions += (NudgeFineTune(ns, name, f"{st.model.name}/{loser.version}->{version.version}"),)
     if not any(e.run == run.number and e.alias == alias for e in st.alias_history):
         if alias == constants.ALIAS_CHAMPION:
             previous = decision.champion_version
@@ -429,7 +435,46 @@ def _promote(o: Observed, p: Policy, st: FineTuneStatus, version: VersionInfo, d
     _cond(st, o, c.SUCCEEDED, "True", c.REASON_SUCCEEDED, f"run {run.number} registered version {version.version}")
     st.conditions = c.remove_condition(st.conditions, c.FAILED)
     _ready(st, o, "True", reason, summary)
-    return Plan(st, actions)
+    return Plan(st, actions, requeue_seconds=p.alias_recheck_seconds)  # see _recheck_alias
+
+
+def _recheck_alias(o: Observed, p: Policy, st: FineTuneStatus) -> Plan:
+    """A Succeeded FineTune whose version was champion says so no longer once another version took the
+    alias (woken by the FineTune that moved it, or by the slow periodic look for moves made by hand),
+    and says so again if the alias comes back. The alias history records where it went."""
+    model, run = st.model, st.run
+    assert model is not None and run is not None
+    if not o.aliases_read:
+        return Plan(st, requeue_seconds=p.alias_recheck_seconds)
+    holder = o.champion.version if o.champion is not None else None
+    holds = holder == model.version
+    if model.alias == constants.ALIAS_CHAMPION and not holds:
+        where = f"version {holder}" if holder else "no version (the alias was removed)"
+        if o.champion is not None:
+            ns = o.champion.tags.get(constants.TAG_FINETUNE_NAMESPACE)
+            name = o.champion.tags.get(constants.TAG_FINETUNE_NAME)
+            if ns and name:
+                where += f" of FineTune {ns}/{name}"
+        message = f"{model.name} version {model.version} was champion; champion is now {where}"
+        model.alias = (constants.ALIAS_CHALLENGER if o.challenger is not None and o.challenger.version == model.version
+                       else None)
+        st.alias_history = [*st.alias_history, AliasEvent(
+            alias=constants.ALIAS_CHAMPION, version=holder or "", previous_version=model.version, time=o.now,
+            run=run.number, reason=message,
+        )][-MAX_ALIAS_EVENTS:]
+        _cond(st, o, c.PROMOTED, "False", c.REASON_SUPERSEDED, message)
+        _ready(st, o, "True", c.REASON_SUPERSEDED, message)
+    elif holds and model.alias != constants.ALIAS_CHAMPION:
+        message = f"{model.name} version {model.version} holds the champion alias again (moved outside the gate)"
+        previous = st.alias_history[-1].version if st.alias_history else None
+        model.alias = constants.ALIAS_CHAMPION
+        st.alias_history = [*st.alias_history, AliasEvent(
+            alias=constants.ALIAS_CHAMPION, version=model.version, previous_version=previous or None, time=o.now,
+            run=run.number, reason=message,
+        )][-MAX_ALIAS_EVENTS:]
+        _cond(st, o, c.PROMOTED, "True", c.REASON_PROMOTED, message)
+        _ready(st, o, "True", c.REASON_PROMOTED, message)
+    return Plan(st, requeue_seconds=p.alias_recheck_seconds)
 
 
 def lineage_tags(o: Observed, run: RunStatus, result: JobResult, operator_version: str) -> dict[str, str]:
@@ -467,7 +512,7 @@ def decide_finetune(o: Observed, p: Policy) -> Plan:
         plan = _start_run(o, p, st, trigger)
     elif st.run is None or st.phase in TERMINAL_PHASES:
         _suspended_flag(st, o)
-        plan = Plan(st)
+        plan = _recheck_alias(o, p, st) if st.phase == "Succeeded" and st.model is not None else Plan(st)
     elif st.phase in ("Pending", "Suspended"):
         if o.spec.suspend:
             plan = _suspend(st, o, ())
