@@ -9,6 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tuneloop.api.deployment import ModelDeploymentSpec
+from tuneloop.api.finetune import FineTuneSpec
+
 pytestmark = pytest.mark.apiserver
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -44,7 +47,24 @@ def test_example_applies_server_side(control_plane, namespace, path):
     got = json.loads(
         control_plane.kubectl("get", doc["kind"], doc["metadata"]["name"], "-n", namespace, "-o", "json").stdout
     )
-    assert got["spec"]  # stored, with defaults filled in
+    stored, given = got["spec"], doc["spec"]
+    assert _without_defaults(stored, given) == given  # what the manifest says is stored as it says it
+    # ...and every field it leaves out that the apiserver fills gets the model's default (list
+    # defaults are the model's alone: see test_defaults_are_filled_by_the_apiserver).
+    model = {"FineTune": FineTuneSpec, "ModelDeployment": ModelDeploymentSpec}[doc["kind"]]
+    expected = model.model_validate(given).model_dump(mode="json", by_alias=True, exclude_none=True)
+    filled = {k: v for k, v in stored.items() if k not in given}
+    assert filled, f"{path.name}: the apiserver filled no default"
+    for key, value in filled.items():
+        assert key in expected and _without_defaults(expected[key], value) == value, (
+            f"{path.name}: spec.{key} defaulted to {value!r}, the model says {expected.get(key)!r}")
+
+
+def _without_defaults(stored: object, given: object) -> object:
+    """`stored` cut down to the keys `given` has, recursively (the defaults the apiserver added go)."""
+    if isinstance(stored, dict) and isinstance(given, dict):
+        return {k: _without_defaults(stored[k], given[k]) for k in given if k in stored}
+    return stored
 
 
 @pytest.mark.parametrize("path", INVALID, ids=[p.stem for p in INVALID])
