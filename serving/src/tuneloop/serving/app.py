@@ -10,19 +10,31 @@ Two deployments:
   /v1/feedback`, `GET /healthz`. It validates (400 naming the field), renders the prompt with the
   training job's `render_prompt`, calls the Generator with the model id, and logs request, response
   and feedback through a TrafficLogger (PII-scrubbed Parquet, never blocking a request). Its
-  `user_config` carries the default model id (serving.args for why).
+  `user_config` carries the default model id (serving.args for why). The request id is the
+  `x-request-id` Serve's proxy gives every request (the client's own when it sent a safe one), so the
+  log, the response and Serve's access log share one key.
+
+The application entry a controller PUTs (whole ServeDeploySchema: read, merge, write — FACTS.md):
+
+    {"name": "<deployment>", "route_prefix": "/<deployment>", "import_path": "tuneloop.serving.app:build",
+     "args": {"deployment": "<deployment>", "tracking_uri": "...", "default_model_id": "<model>/<version>",
+              "base_model_uri": "...", "max_tokens": <spec.serving.maxNewTokens>,
+              "log_requests": <spec.serving.logRequests>, "traffic_log_uri": "file://...|s3://..."},
+     "deployments": [
+       {"name": "Generator", "num_replicas": <spec.serving.replicas>, "ray_actor_options": {"num_cpus": 1}},
+       {"name": "Ingress", "num_replicas": 1, "user_config": {"default_model_id": "<model>/<version>"}}]}
+
+An alias move changes only `deployments[Ingress].user_config.default_model_id` (reconfigure, no restart);
+keep `args` as they were, or Serve rebuilds the app and restarts every replica.
 """
 
 # No `from __future__ import annotations` here: FastAPI (through serve.ingress) must see `Request` as a
 # class, not a string, or it takes `request` for a required query parameter (422).
 import asyncio
-import contextlib
 import os
 import tempfile
-import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -37,45 +49,6 @@ from tuneloop.serving import adapters, args, bodies, generation, traffic_log
 
 REQUEST_ID_HEADER = "x-request-id"
 DROPPED_METRIC = "tuneloop_traffic_log_dropped_records"
-
-
-class LoadedAdapter:
-    """A version attached to the replica's base model: what `@serve.multiplexed` caches. Eviction calls
-    `__del__`; the adapter is detached once no request is using it (on the generation thread, so never
-    under a running generation)."""
-
-    def __init__(self, artifact: adapters.AdapterArtifact, name: str, detach: Callable[[str], object]) -> None:
-        self.artifact, self.name = artifact, name
-        self._detach = detach
-        self._lock = threading.Lock()
-        self._in_use = 0
-        self._evicted = self._detached = False
-
-    @contextlib.contextmanager
-    def use(self) -> Iterator[bool]:
-        """Yields False when the adapter was already detached (evicted before this request got to it)."""
-        with self._lock:
-            usable = not self._detached
-            self._in_use += 1
-        try:
-            yield usable
-        finally:
-            with self._lock:
-                self._in_use -= 1
-            self._maybe_detach()
-
-    def __del__(self) -> None:
-        with self._lock:
-            self._evicted = True
-        self._maybe_detach()
-
-    def _maybe_detach(self) -> None:
-        with self._lock:
-            if not self._evicted or self._in_use or self._detached:
-                return
-            self._detached = True
-        with contextlib.suppress(Exception):  # the executor is gone at interpreter exit
-            self._detach(self.name)
 
 
 def _error(status: int, param: str | None, message: str, request_id: str | None = None) -> JSONResponse:
@@ -104,11 +77,11 @@ def make_generator(max_models_per_replica: int) -> Any:
             self.runtime = generation.BaseModelRuntime(base_uri, revision, self.cache_dir / "base")
 
         @serve.multiplexed(max_num_models_per_replica=max_models_per_replica)
-        async def get_adapter(self, model_id: str) -> LoadedAdapter:
+        async def get_adapter(self, model_id: str) -> generation.AttachedAdapter:
             artifact = await asyncio.to_thread(adapters.download, model_id, self.args.tracking_uri, self.cache_dir)
             loop = asyncio.get_running_loop()
             name = await loop.run_in_executor(self.executor, self.runtime.attach, artifact)
-            return LoadedAdapter(artifact, name, lambda n: self.executor.submit(self.runtime.detach, n))
+            return generation.AttachedAdapter(artifact, name, lambda n: self.executor.submit(self.runtime.detach, n))
 
         async def generate(self, prompt_text: str, max_tokens: int, temperature: float) -> dict[str, Any]:
             """A completion with the request's multiplexed model id; errors come back as data (status,

@@ -13,8 +13,11 @@ worker thread, which also keeps a long generation off its event loop.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import tempfile
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -88,3 +91,42 @@ class BaseModelRuntime:
         stopped = eos in new or prompts.ANSWER_STOP in raw
         return Generated(text=text, prompt_tokens=len(ids), completion_tokens=completion_tokens,
                          finish_reason="stop" if stopped or completion_tokens < max_new_tokens else "length")
+
+
+class AttachedAdapter:
+    """A version attached to the base model: what the replica's `@serve.multiplexed` loader caches. LRU
+    eviction calls `__del__` (from another thread); the adapter is detached only once no request is using
+    it, through `detach` (the replica queues it on its generation thread, never under a generation)."""
+
+    def __init__(self, artifact: adapters.AdapterArtifact, name: str, detach: Callable[[str], object]) -> None:
+        self.artifact, self.name = artifact, name
+        self._detach = detach
+        self._lock = threading.Lock()
+        self._in_use = 0
+        self._evicted = self._detached = False
+
+    @contextlib.contextmanager
+    def use(self) -> Iterator[bool]:
+        """Yields False when the adapter was already detached (evicted before this request got to it)."""
+        with self._lock:
+            usable = not self._detached
+            self._in_use += 1
+        try:
+            yield usable
+        finally:
+            with self._lock:
+                self._in_use -= 1
+            self._maybe_detach()
+
+    def __del__(self) -> None:
+        with self._lock:
+            self._evicted = True
+        self._maybe_detach()
+
+    def _maybe_detach(self) -> None:
+        with self._lock:
+            if not self._evicted or self._in_use or self._detached:
+                return
+            self._detached = True
+        with contextlib.suppress(Exception):  # the executor is gone at interpreter exit
+            self._detach(self.name)
