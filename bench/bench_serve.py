@@ -79,9 +79,9 @@ def bench_logger(root: Path, capacity: int) -> dict[str, Any]:
 def load(stack: e2e.Stack, n: int, concurrency: int, max_tokens: int) -> dict[str, Any]:
     body = {"prompt": e2e.PROMPT, "max_tokens": max_tokens}
 
-    def one(_: int) -> tuple[float, int]:
+    def one(_i: int) -> tuple[float, int]:
         started = time.perf_counter()
-        status, _, _ = e2e.complete(stack, body)
+        status = e2e.complete(stack, body)[0]
         return (time.perf_counter() - started) * 1000, status
 
     e2e.complete(stack, body)  # warm: adapter loaded, first generation compiled
