@@ -161,5 +161,7 @@ def parse_feedback(body: Any) -> FeedbackRequest:
 
 
 def accepted_request_id(header: str | None) -> str | None:
-    """A client's own x-request-id when it is safe to reuse as ours (log key, feedback key), else None."""
+    """The x-request-id when it is safe to use as the log and feedback key, else None (then a fresh id).
+    Serve's proxy sets one on every request — the client's own if it sent one — so the log, the response
+    and Serve's access log share it."""
     return header if header is not None and REQUEST_ID.match(header) else None
