@@ -261,6 +261,32 @@ def test_complete_without_succeeded_job_is_not_success(cluster, mlflow_server):
     assert versions(uri, model) == []
 
 
+def test_validation_failed_is_terminal_at_once_without_a_retry(cluster, mlflow_server):
+    """KubeRay refused the RayJob (a bad runtimeEnvYAML): a spec problem, not a 24 h wait or a retry."""
+    ft = cluster.create(finetune("refused", mlflow_server.tracking_uri, model=f"m-{cluster.ns}", backoffLimit=2))
+    a1 = rj(ft, 1)
+    wait_status(cluster, "refused", launched(1), "attempt 1 launched")
+    cluster.set_rayjob_status(a1, jobDeploymentStatus="ValidationFailed", reason="ValidationFailed",
+                              message="failed to unmarshal RuntimeEnvYAML")
+    st = wait_status(cluster, "refused", phase("Failed"), "Failed at once")
+    ready = cond(st, "Ready")
+    assert ready["reason"] == "RayJobValidationFailed" and "RuntimeEnvYAML" in ready["message"], ready
+    assert [(a["attempt"], a["outcome"]) for a in st["attempts"]] == [(1, "Failed")]
+    assert rayjob_names(cluster) == [a1]
+    assert "RuntimeEnvYAML" in wait_warning(cluster, "refused", "RayJobValidationFailed")
+
+
+def test_unknown_rayjob_state_is_named_on_the_object(cluster, mlflow_server):
+    ft = cluster.create(finetune("future", mlflow_server.tracking_uri, model=f"m-{cluster.ns}"))
+    a1 = rj(ft, 1)
+    wait_status(cluster, "future", launched(1), "attempt 1 launched")
+    cluster.set_rayjob_status(a1, jobDeploymentStatus="Hibernating", jobStatus="RUNNING")
+    st = wait_status(cluster, "future", lambda s: cond(s, "Ready").get("reason") == "UnknownRayJobState",
+                     "UnknownRayJobState")
+    assert "'Hibernating'" in cond(st, "Ready")["message"] and st["phase"] == "Launching"
+    assert "Hibernating" in wait_warning(cluster, "future", "UnknownRayJobState")
+
+
 # --- 4. suspend ------------------------------------------------------------------------------------
 
 
