@@ -31,9 +31,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.processes import MARKER_VAR, Proc, family, read_proc, still_alive
+
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-MARKER_VAR = "TUNELOOP_TEST_MARKER"
 READY_PREFIX = {
     "controlplane": "export KUBECONFIG=",
     "ray_head": "export RAY_ADDRESS=",
@@ -46,63 +47,6 @@ WORKDIR_VAR = {
 }
 START_TIMEOUT_SECONDS = 300  # two shared cores: a cold control plane or Ray head can take minutes
 STOP_TIMEOUT_SECONDS = 60
-
-
-@dataclass(frozen=True)
-class Proc:
-    pid: int
-    start_ticks: int
-    state: str
-    ppid: int
-    sid: int
-    cmdline: str
-
-
-def read_proc(pid: int) -> Proc | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except (OSError, ValueError):
-        return None
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return Proc(pid, int(fields[19]), fields[0], int(fields[1]), int(fields[3]), cmdline.strip()[:160])
-
-
-def all_procs() -> list[Proc]:
-    found = (read_proc(int(entry)) for entry in os.listdir("/proc") if entry.isdigit())
-    return [p for p in found if p is not None]
-
-
-def carries_marker(pid: int, marker: str) -> bool:
-    try:
-        environ = Path(f"/proc/{pid}/environ").read_bytes()
-    except OSError:
-        return False
-    return f"{MARKER_VAR}={marker}".encode() in environ.split(b"\0")
-
-
-def family(root_pid: int, marker: str, sessions: set[int]) -> dict[tuple[int, int], Proc]:
-    """Every live process descended from `root_pid`, carrying `marker`, or in one of `sessions`
-    (which grows with the sessions found), keyed by (pid, start time) so a reused pid never counts."""
-    table = [p for p in all_procs() if p.state != "Z" and p.pid != os.getpid()]
-    own_session = os.getsid(0)
-    found = {p.pid: p for p in table if p.pid == root_pid or carries_marker(p.pid, marker)}
-    grew = True
-    while grew:
-        sessions |= {p.sid for p in found.values() if p.sid != own_session}
-        more = [p for p in table if p.pid not in found and (p.ppid in found or p.sid in sessions)]
-        found.update((p.pid, p) for p in more)
-        grew = bool(more)
-    return {(p.pid, p.start_ticks): p for p in found.values()}
-
-
-def still_alive(snapshot: dict[tuple[int, int], Proc], marker: str, sessions: set[int]) -> list[Proc]:
-    now = {(p.pid, p.start_ticks): p for p in all_procs() if p.state != "Z"}
-    survivors = {key: now[key] for key in snapshot if key in now}
-    for p in now.values():
-        if p.pid != os.getpid() and (p.sid in sessions or carries_marker(p.pid, marker)):
-            survivors[(p.pid, p.start_ticks)] = p
-    return list(survivors.values())
 
 
 @dataclass
