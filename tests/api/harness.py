@@ -28,10 +28,12 @@ from tuneloop.api import constants
 # Started with `python -c PRELOAD <namespace>`: imports everything the operator will import (mlflow is
 # imported lazily on the first registry call), then waits for "go" on stdin before running kopf.
 PRELOAD = """
-import sys
+import logging, sys
 import mlflow, mlflow.tracking
 import tuneloop.operator.main
 from kopf import cli
+# Each finished look is logged at DEBUG ("looked at ns/name: ..."): stories count looks, not seconds.
+logging.getLogger("tuneloop.operator.handlers.reconciler").setLevel(logging.DEBUG)
 if sys.stdin.readline().strip() == "go":
     sys.argv = ["kopf", "run", "-m", "tuneloop.operator.main", "--standalone", "--namespace", sys.argv[1]]
     cli.main()
@@ -90,6 +92,11 @@ class OperatorProcess:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=5)
         return proc.returncode
+
+    def looks(self, namespace: str, name: str) -> int:
+        """How many looks at namespace/name every operator process of this log has finished."""
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return text.count(f"looked at {namespace}/{name}:")
 
     def tail(self, contains: str = "", lines: int = 80) -> str:
         text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -186,13 +193,19 @@ def wait_status(cluster: Cluster, name: str, pred: Callable[[dict[str, Any]], bo
         time.sleep(0.1)
 
 
-def holds(check: Callable[[], Any], seconds: float, what: str) -> None:
-    """`check` stays true for `seconds` (a grace period: proving that something does NOT happen)."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
+def holds_for_looks(op: OperatorProcess, cluster: Cluster, name: str, check: Callable[[], Any], looks: int,
+                    what: str, timeout: float = 30) -> None:
+    """`check` stays true while the operator looks at the object `looks` more times (proving that
+    something does NOT happen, without betting on seconds). A terminal or suspended object is not
+    polled, so each look is asked for: a new value of the alias-check annotation wakes the object's
+    daemon, which reconciles it in full."""
+    for i in range(looks):
+        before = op.looks(cluster.ns, name)
+        cluster.annotate(name, {constants.ANNOTATION_ALIAS_CHECK: f"probe-{time.monotonic_ns()}"})
+        wait_for(lambda before=before: op.looks(cluster.ns, name) > before or None, timeout,  # type: ignore[misc]
+                 f"look {i + 1} of {looks} at {cluster.ns}/{name}")
         value = check()
-        assert value, f"{what} stopped holding: {value!r}"
-        time.sleep(0.1)
+        assert value, f"{what} stopped holding after look {i + 1}: {value!r}"
 
 
 def cond(status: dict[str, Any], type_: str) -> dict[str, Any]:

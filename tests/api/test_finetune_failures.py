@@ -32,7 +32,7 @@ from tests.api.harness import (
     cond,
     create_namespace,
     experiment,
-    holds,
+    holds_for_looks,
     job_tags,
     launched,
     operator_process_env,
@@ -47,7 +47,6 @@ from tuneloop.operator.logic import naming
 
 pytestmark = [pytest.mark.apiserver, pytest.mark.slow]
 
-POLL = float(OPERATOR_ENV["TUNELOOP_POLL_SECONDS"])
 INCONSISTENT_GRACE = float(OPERATOR_ENV["TUNELOOP_INCONSISTENT_GRACE_SECONDS"])
 DEADLINE_GRACE = float(OPERATOR_ENV["TUNELOOP_DEADLINE_GRACE_SECONDS"])
 DELETE_TIMEOUT = float(OPERATOR_ENV["TUNELOOP_DELETE_TIMEOUT_SECONDS"])
@@ -126,7 +125,8 @@ def running(cluster: Cluster, name: str, job: str) -> dict[str, Any]:
 # --- 1. app failure, retry, Failed ----------------------------------------------------------------
 
 
-def test_app_failure_is_retried_up_to_backoff_limit_then_fails_with_rays_message(cluster, mlflow_server):
+def test_app_failure_is_retried_up_to_backoff_limit_then_fails_with_rays_message(cluster, mlflow_server,
+                                                                                 shared_operator):
     uri, model = mlflow_server.tracking_uri, f"m-{cluster.ns}-app"
     ft = cluster.create(finetune("app", uri, model=model, backoffLimit=1))
     a1, a2, a3 = rj(ft, 1), rj(ft, 2), rj(ft, 3)
@@ -154,9 +154,10 @@ def test_app_failure_is_retried_up_to_backoff_limit_then_fails_with_rays_message
     assert (st["run"]["number"], st["run"]["attempt"]) == (1, 2)
     assert "model" not in st
 
-    # backoffLimit reached: no third attempt, however long we look.
-    holds(lambda: rayjob_names(cluster) == sorted([a1, a2]) and cluster.status("app")["phase"] == "Failed",
-          4 * POLL, "no third RayJob, still Failed")
+    # backoffLimit reached: no third attempt, however often the operator looks.
+    holds_for_looks(shared_operator, cluster, "app",
+                    lambda: rayjob_names(cluster) == sorted([a1, a2]) and cluster.status("app")["phase"] == "Failed",
+                    3, "no third RayJob, still Failed")
     assert a3 not in rayjob_names(cluster)
     assert "loss is NaN" in wait_warning(cluster, "app", "JobFailed")
     assert warning_reasons(cluster, "app").count("Retrying") == 1
@@ -167,7 +168,7 @@ def test_app_failure_is_retried_up_to_backoff_limit_then_fails_with_rays_message
 # --- 2. deadline -----------------------------------------------------------------------------------
 
 
-def test_deadline_fails_the_attempt_and_deletes_the_rayjob(cluster, mlflow_server):
+def test_deadline_fails_the_attempt_and_deletes_the_rayjob(cluster, mlflow_server, shared_operator):
     uri = mlflow_server.tracking_uri
     ft = cluster.create(finetune("late", uri, model=f"m-{cluster.ns}", activeDeadlineSeconds=2, backoffLimit=1))
     a1 = rj(ft, 1)
@@ -185,8 +186,9 @@ def test_deadline_fails_the_attempt_and_deletes_the_rayjob(cluster, mlflow_serve
     assert (ts(attempt["endTime"]) - ts(attempt["startTime"])).total_seconds() > 2 + DEADLINE_GRACE
     wait_for(lambda: rayjob_names(cluster, "late") == [] or None, 10, "the timed-out RayJob deleted")
     # A deadline is not retried (backoffLimit 1 notwithstanding).
-    holds(lambda: rayjob_names(cluster, "late") == [] and cluster.status("late")["phase"] == "Failed",
-          3 * POLL, "no new attempt after the deadline")
+    holds_for_looks(shared_operator, cluster, "late",
+                    lambda: rayjob_names(cluster, "late") == [] and cluster.status("late")["phase"] == "Failed",
+                    3, "no new attempt after the deadline")
     assert "activeDeadlineSeconds" in wait_warning(cluster, "late", "DeadlineExceeded")
 
     # KubeRay enforcing the deadline itself (#2314: deployment Failed while the Ray job still runs).
@@ -242,7 +244,7 @@ def test_job_failed_while_deployment_stays_running_fails_after_the_grace(cluster
     wait_for(lambda: rayjob_names(cluster) == [] or None, 10, "the stuck RayJob deleted")
 
 
-def test_complete_without_succeeded_job_is_not_success(cluster, mlflow_server):
+def test_complete_without_succeeded_job_is_not_success(cluster, mlflow_server, shared_operator):
     """Complete alone is not success, even with a success result document lying in MLflow."""
     uri, model = mlflow_server.tracking_uri, f"m-{cluster.ns}"
     ft = cluster.create(finetune("incon-c", uri, model=model, backoffLimit=0))
@@ -257,7 +259,8 @@ def test_complete_without_succeeded_job_is_not_success(cluster, mlflow_server):
     assert "intentionally stopped" in cond(st, "Ready")["message"]
     assert [a["outcome"] for a in st["attempts"]] == ["Failed"]
     assert "model" not in st and cond(st, "Succeeded")["status"] == "False"
-    holds(lambda: cluster.status("incon-c")["phase"] == "Failed", 2 * POLL, "still Failed, nothing registered")
+    holds_for_looks(shared_operator, cluster, "incon-c", lambda: cluster.status("incon-c")["phase"] == "Failed", 2,
+                    "still Failed, nothing registered")
     assert versions(uri, model) == []
 
 
@@ -290,7 +293,8 @@ def test_unknown_rayjob_state_is_named_on_the_object(cluster, mlflow_server):
 # --- 4. suspend ------------------------------------------------------------------------------------
 
 
-def test_suspend_stops_the_job_and_resume_launches_a_new_attempt_of_the_same_run(cluster, mlflow_server):
+def test_suspend_stops_the_job_and_resume_launches_a_new_attempt_of_the_same_run(cluster, mlflow_server,
+                                                                                 shared_operator):
     ft = cluster.create(finetune("pause", mlflow_server.tracking_uri, model=f"m-{cluster.ns}", backoffLimit=1))
     a1, a2, a3 = rj(ft, 1), rj(ft, 2), rj(ft, 3)
     wait_status(cluster, "pause", launched(1), "attempt 1 launched")
@@ -303,8 +307,9 @@ def test_suspend_stops_the_job_and_resume_launches_a_new_attempt_of_the_same_run
     assert [(a["attempt"], a["outcome"]) for a in st["attempts"]] == [(1, "Stopped")]
     assert st["run"]["number"] == 1
     wait_for(lambda: rayjob_names(cluster) == [] or None, 10, "the suspended attempt's RayJob deleted")
-    holds(lambda: rayjob_names(cluster) == [] and cluster.status("pause")["phase"] == "Suspended",
-          3 * POLL, "nothing launched while suspended")
+    holds_for_looks(shared_operator, cluster, "pause",
+                    lambda: rayjob_names(cluster) == [] and cluster.status("pause")["phase"] == "Suspended",
+                    3, "nothing launched while suspended")
     wait_for(lambda: "Suspended" in [e.reason for e in cluster.events("pause") if e.type == "Normal"], 15,
              "a Normal Suspended event")
 
@@ -424,7 +429,8 @@ def test_operator_killed_at_every_step_leaves_one_rayjob_and_one_version(
 # --- 7. MLflow down during registration ------------------------------------------------------------
 
 
-def test_registry_outage_during_registration_is_waited_out_then_registers_once(cluster, mlflow_server):
+def test_registry_outage_during_registration_is_waited_out_then_registers_once(cluster, mlflow_server,
+                                                                               shared_operator):
     uri, model = mlflow_server.tracking_uri, f"m-{cluster.ns}"
     ft = cluster.create(finetune("reg", uri, model=model, backoffLimit=0))
     a1 = rj(ft, 1)
@@ -438,8 +444,9 @@ def test_registry_outage_during_registration_is_waited_out_then_registers_once(c
         st = wait_status(cluster, "reg", lambda s: cond(s, "Ready").get("reason") == "RegistryUnavailable",
                          "RegistryUnavailable")
         assert st["phase"] == "Registering", st
-        holds(lambda: (cluster.status("reg")["phase"], cond(cluster.status("reg"), "Ready")["reason"])
-              == ("Registering", "RegistryUnavailable"), 4 * POLL, "waiting on MLflow, not Failed")
+        holds_for_looks(shared_operator, cluster, "reg",
+                        lambda: (cluster.status("reg")["phase"], cond(cluster.status("reg"), "Ready")["reason"])
+                        == ("Registering", "RegistryUnavailable"), 3, "waiting on MLflow, not Failed", timeout=90)
         assert "mlflow unreachable" in cond(cluster.status("reg"), "Ready")["message"]
         wait_warning(cluster, "reg", "RegistryUnavailable")
     finally:
@@ -456,7 +463,8 @@ def test_registry_outage_during_registration_is_waited_out_then_registers_once(c
 # --- 8. a spec the schema cannot refuse --------------------------------------------------------------
 
 
-def test_unsupported_spec_is_reported_once_without_launching_until_the_spec_changes(cluster, mlflow_server, ray_api):
+def test_unsupported_spec_is_reported_once_without_launching_until_the_spec_changes(cluster, mlflow_server, ray_api,
+                                                                                    shared_operator):
     """Schema-valid but unsupported: terminal (InvalidSpec) until metadata.generation changes. Waits on
     the world (a path not there yet) are the other kind: see test_finetune_waits.py."""
     ray = {"mode": "ExistingCluster", "address": ray_api.address}
@@ -471,9 +479,10 @@ def test_unsupported_spec_is_reported_once_without_launching_until_the_spec_chan
     assert ready["observedGeneration"] == 1 and "run" not in st and "waiting" not in st
 
     assert "trackingUriSecretRef" in wait_warning(cluster, "bad", "InvalidSpec")
-    # several poll periods later: still one Warning, nothing sent to Ray (no retry storm)
-    holds(lambda: warning_reasons(cluster, "bad") == ["InvalidSpec"] and ray_api.requests == []
-          and cluster.status("bad")["phase"] == "Failed", 6 * POLL, "one Warning event, no Ray request, Failed")
+    # several looks later: still one Warning, nothing sent to Ray (no retry storm)
+    holds_for_looks(shared_operator, cluster, "bad",
+                    lambda: warning_reasons(cluster, "bad") == ["InvalidSpec"] and ray_api.requests == []
+                    and cluster.status("bad")["phase"] == "Failed", 3, "one Warning event, no Ray request, Failed")
 
     cluster.patch_spec("bad", {"registry": {"trackingUriSecretRef": None, "trackingUri": uri}})
     st = wait_status(cluster, "bad", launched(1), "launched after the fix")

@@ -27,7 +27,7 @@ from tests.api.harness import (
     cond,
     create_namespace,
     experiment,
-    holds,
+    holds_for_looks,
     job_tags,
     operator_process_env,
     phase,
@@ -40,7 +40,6 @@ from tuneloop.operator.logic import naming
 
 pytestmark = [pytest.mark.apiserver, pytest.mark.slow]
 
-POLL = float(OPERATOR_ENV["TUNELOOP_POLL_SECONDS"])
 MAX_POLL = float(OPERATOR_ENV["TUNELOOP_MAX_POLL_SECONDS"])
 
 
@@ -93,7 +92,7 @@ def true_conditions(st: dict[str, Any]) -> set[str]:
 
 @pytest.mark.parametrize("missing", ["dataset", "baseModel"])
 def test_missing_path_waits_then_runs_to_succeeded_once_it_exists(missing, cluster, mlflow_server, ray_api,
-                                                                   tmp_path):
+                                                                   tmp_path, shared_operator):
     uri, model = mlflow_server.tracking_uri, f"m-{cluster.ns}"
     data, base = tmp_path / "invoices.jsonl", tmp_path / "tiny-llama"
     reason, path = ("DataNotFound", data) if missing == "dataset" else ("BaseModelNotFound", base)
@@ -112,8 +111,9 @@ def test_missing_path_waits_then_runs_to_succeeded_once_it_exists(missing, clust
     assert f"spec.{missing}.uri" in ready["message"] and str(path) in ready["message"], ready
     assert st["waiting"]["reason"] == reason and "run" not in st and "Failed" not in true_conditions(st)
     assert str(path) in wait_warning(cluster, "later", reason)
-    holds(lambda: cluster.status("later")["phase"] == "Pending" and ray_api.requests == [], 3 * POLL,
-          "waiting, nothing sent to Ray")
+    holds_for_looks(shared_operator, cluster, "later",
+                    lambda: cluster.status("later")["phase"] == "Pending" and ray_api.requests == [], 3,
+                    "waiting, nothing sent to Ray")
 
     if missing == "dataset":
         data.write_text('{"prompt": "a", "completion": "b"}\n')
@@ -155,7 +155,7 @@ def test_ray_not_ready_at_launch_is_pending_in_kubectl_then_submits_once(cluster
 # --- the spec's own fault ----------------------------------------------------------------------------
 
 
-def test_permanent_job_error_stays_failed_until_the_spec_changes(cluster, mlflow_server, ray_api):
+def test_permanent_job_error_stays_failed_until_the_spec_changes(cluster, mlflow_server, ray_api, shared_operator):
     """The job found bad rows: no retry (backoffLimit notwithstanding), no recheck, until a new spec."""
     uri = mlflow_server.tracking_uri
     ray = {"mode": "ExistingCluster", "address": ray_api.address}
@@ -168,8 +168,9 @@ def test_permanent_job_error_stays_failed_until_the_spec_changes(cluster, mlflow
     st = wait_status(cluster, "rows", phase("Failed"), "Failed")
     assert (cond(st, "Ready")["reason"], cond(st, "Failed")["reason"]) == ("DataInvalid", "DataInvalid")
     assert "waiting" not in st
-    holds(lambda: cluster.status("rows")["phase"] == "Failed" and ray_api.submissions() == [sid], 4 * POLL,
-          "Failed, no second attempt")
+    holds_for_looks(shared_operator, cluster, "rows",
+                    lambda: cluster.status("rows")["phase"] == "Failed" and ray_api.submissions() == [sid], 3,
+                    "Failed, no second attempt")
     wait_warning(cluster, "rows", "DataInvalid")
     assert warning_reasons(cluster, "rows").count("DataInvalid") == 1
 

@@ -129,6 +129,8 @@ class FineTuneReconciler:
                     return None
                 plan = await self._step(body)
                 if not plan.again:
+                    log.debug("looked at %s/%s: %s, next look %s", namespace, name, plan.status.phase,
+                              "on change" if plan.requeue_seconds is None else f"in {plan.requeue_seconds:g}s")
                     return plan.requeue_seconds
                 body = None
             return self.settings.poll_seconds
