@@ -18,7 +18,7 @@ from mlflow.tracking import MlflowClient
 from tests.api.conftest import OPERATOR_ENV, start_operator
 from tests.api.kube import Cluster, wait_for
 from tuneloop.api import constants
-from tuneloop.devenv import mlflow_server, ray_head, tinymodel
+from tuneloop.devenv import basemodel, mlflow_server, ray_head, tinymodel
 
 pytestmark = [pytest.mark.e2e, pytest.mark.apiserver, pytest.mark.slow]
 FAST_RAY_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5", "MLFLOW_DISABLE_TELEMETRY": "true"}
@@ -36,7 +36,7 @@ def services(tmp_path_factory) -> Iterator[dict[str, Any]]:
         threads = [threading.Thread(target=s.start) for s in (mlflow_srv, head)]
         for t in threads:
             t.start()
-        model_dir = tinymodel.build_model(workdir / "model")
+        model_dir = basemodel.ensure_base_model()  # pre-trained once, cached (make demo uses the same)
         data = tinymodel.write_jsonl(workdir / "data.jsonl", tinymodel.invoice_examples(96, seed=3))
         for t in threads:
             t.join()
@@ -49,7 +49,7 @@ def spec(s: dict[str, Any], **training: Any) -> dict[str, Any]:
         "baseModel": {"uri": f"file://{s['model']}"},
         "lora": {"rank": 8, "alpha": 16, "dropout": 0.0, "targetModules": ["q_proj", "k_proj", "v_proj", "o_proj"]},
         "dataset": {"uri": f"file://{s['data']}", "evalFraction": 0.15, "splitSeed": "e2e"},
-        "training": {"epochs": 2, "learningRate": 0.02, "batchSize": 8, "maxSeqLength": 160, "seed": 7, **training},
+        "training": {"epochs": 2, "learningRate": 0.02, "batchSize": 8, "maxSeqLength": 320, "seed": 7, **training},
         "resources": {"workers": 2},
         "evaluation": {"maxNewTokens": 40, "maxExamples": 6, "baseline": {"enabled": False},
                        "promotion": {"metric": "loss"}},

@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 
 from tuneloop.api.results import JobResult
-from tuneloop.devenv import mlflow_server, ray_head, tinymodel
+from tuneloop.devenv import basemodel, mlflow_server, ray_head, tinymodel
 from tuneloop.jobs import train
 from tuneloop.jobs.errors import ExitCode
 
@@ -72,7 +72,7 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
         threads = [threading.Thread(target=start, args=(s,)) for s in (mlflow_srv, head)]
         for t in threads:
             t.start()
-        model_dir = tinymodel.build_model(workdir / "model")
+        model_dir = basemodel.ensure_base_model()  # pre-trained once, cached (make demo uses the same)
         data_path = tinymodel.write_jsonl(workdir / "data" / "invoices.jsonl",
                                           tinymodel.invoice_examples(96, seed=3, pii_every=8))
         for t in threads:
@@ -88,7 +88,7 @@ def make_spec(s: Services, **overrides: Any) -> dict[str, Any]:
         "method": "lora",
         "lora": {"rank": 8, "alpha": 16, "dropout": 0.0, "targetModules": ["q_proj", "k_proj", "v_proj", "o_proj"]},
         "dataset": {"uri": f"file://{s.data_path}", "evalFraction": 0.15, "splitSeed": "e2e"},
-        "training": {"epochs": 2, "learningRate": 0.02, "batchSize": 8, "maxSeqLength": 160, "seed": 7},
+        "training": {"epochs": 2, "learningRate": 0.02, "batchSize": 8, "maxSeqLength": 320, "seed": 7},
         "resources": {"workers": 2},
         "evaluation": {"maxNewTokens": 40, "maxExamples": 6, "baseline": {"enabled": True, "shots": 2}},
         "registry": {"modelName": "invoices-e2e"},
@@ -177,9 +177,12 @@ def test_submitted_job_trains_evaluates_and_logs(submitted_run, services: Servic
     assert result.model_uri and result.model_uri.startswith("models:/")
     mlflow.set_tracking_uri(services.tracking_uri)
     model = mlflow.pyfunc.load_model(result.model_uri)
-    answers = model.predict(["Extract the fields.\nInvoice INV-1 from Acme, dated 2026-01-02."],
-                            params={"max_new_tokens": 8})
-    assert len(answers) == 1 and isinstance(answers[0], str)
+    # The registered pyfunc is the evaluated model: base + this run's adapter answers a held-out prompt
+    # exactly as evaluation did (greedy decoding); a pyfunc that lost its adapter answers like the base.
+    rows = [json.loads(line) for line in (storage / "evaluation" / "predictions.jsonl").read_text().splitlines()]
+    assert len(rows) == 6 and all("baseline_prediction" in r for r in rows)
+    answers = model.predict([rows[0]["prompt"]], params={"max_new_tokens": 40})
+    assert answers == [rows[0]["prediction"]], (answers, rows[0])
 
 
 def test_killed_job_resumes_from_its_checkpoint(submitted_run, services: Services) -> None:
