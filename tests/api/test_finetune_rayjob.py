@@ -120,3 +120,20 @@ def test_success_registers_champion_then_worse_run_stays_challenger(operator, cl
     assert client.get_model_version_by_alias(model, "challenger").version == "2"
     reasons = {e.reason for e in cluster.events("alpha")}
     assert reasons == {"Launching", "RayClusterProvisioning", "Training", "Registering", "Promoted"}, reasons
+
+    # A third, better FineTune takes champion: alpha, the previous holder, says so at once (woken by
+    # gamma's gate through an annotation, not by its slow periodic re-check).
+    ft3 = cluster.create(finetune("gamma", uri, model=model))
+    job3 = wait_for(launched(cluster, "gamma"), what="third RayJob launched")
+    act_as_job(uri, experiment(ft3), job_tags(ft3), {"exact_match": 0.9}, {"exact_match": 0.3})
+    cluster.set_rayjob_status(job3, jobStatus="SUCCEEDED", jobDeploymentStatus="Complete")
+    st3 = wait_for(phase_is(cluster, "gamma", "Succeeded"), what="third Succeeded")
+    assert (st3["model"]["alias"], st3["model"]["version"]) == ("champion", "3")
+    assert st3["promotion"]["championVersion"] == "1"
+    wait_for(lambda: cluster.ready("alpha")["reason"] == "Superseded", what="alpha Superseded")
+    st1 = cluster.status("alpha")
+    assert st1["model"].get("alias") is None and st1["phase"] == "Succeeded"
+    moved = st1["aliasHistory"][-1]
+    assert (moved["alias"], moved["version"], moved["previousVersion"]) == ("champion", "3", "1")
+    assert f"FineTune {cluster.ns}/gamma" in moved["reason"]
+    assert client.get_model_version_by_alias(model, "champion").version == "3"
