@@ -385,14 +385,14 @@ def test_operator_killed_at_every_step_leaves_one_rayjob_and_one_version(
         # killed right after taking the object (finalizer on), before or while launching
         op.start()
         wait_for(lambda: constants.FINALIZER in (cluster.get("boot")["metadata"].get("finalizers") or []),
-                 60, "the operator's finalizer")
+                 180, "the operator's finalizer")
         op.kill()
         # killed as soon as the RayJob exists: the status may not name it yet
         op.start()
-        wait_for(lambda: rayjob_names(cluster) or None, 60, "the RayJob", interval=0.05)
+        wait_for(lambda: rayjob_names(cluster) or None, 180, "the RayJob", interval=0.05)
         op.kill()
         op.start()
-        st = wait_status(cluster, "boot", launched(1), "attempt 1 recorded after restarts", timeout=60)
+        st = wait_status(cluster, "boot", launched(1), "attempt 1 recorded after restarts", timeout=180)
         assert st["run"]["rayJobName"] == a1 and rayjob_names(cluster) == [a1]
 
         # killed while Running; the job succeeds while no operator runs
@@ -404,13 +404,13 @@ def test_operator_killed_at_every_step_leaves_one_rayjob_and_one_version(
         # killed when registration starts, then as soon as the version exists (alias/status not yet)
         op.start()
         wait_status(cluster, "boot", lambda s: s.get("phase") in ("Registering", "Succeeded")
-                    or bool(versions_of_run(uri, model, uid, 1)), "registration under way", timeout=60)
+                    or bool(versions_of_run(uri, model, uid, 1)), "registration under way", timeout=180)
         op.kill()
         op.start()
-        wait_for(lambda: versions_of_run(uri, model, uid, 1), 60, "the version registered", interval=0.05)
+        wait_for(lambda: versions_of_run(uri, model, uid, 1), 180, "the version registered", interval=0.05)
         op.kill()
         op.start()
-        st = wait_status(cluster, "boot", phase("Succeeded"), "Succeeded after restarts", timeout=60)
+        st = wait_status(cluster, "boot", phase("Succeeded"), "Succeeded after restarts", timeout=180)
         assert (st["run"]["number"], st["run"]["attempt"]) == (1, 1)
         assert [(a["attempt"], a["outcome"]) for a in st["attempts"]] == [(1, "Succeeded")]
         assert rayjob_names(cluster) == [a1]
