@@ -180,7 +180,7 @@ def create_namespace(api_client: k8s.ApiClient, name: str) -> str:
 
 
 def wait_status(cluster: Cluster, name: str, pred: Callable[[dict[str, Any]], bool], what: str,
-                timeout: float = 30.0) -> dict[str, Any]:
+                timeout: float = 120.0) -> dict[str, Any]:
     """Poll the FineTune's status until `pred` holds; on timeout, fail with the last status seen."""
     deadline = time.monotonic() + timeout
     while True:

@@ -101,6 +101,7 @@ def log_and_register(tracking_uri: str, model_dir: Path, adapter_dir: Path, stor
     model_uri = tracker.log_model(adapter_dir, spec)
     tracker.finish(True)
     mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)  # never a registry an earlier test in this process left set
     version = mlflow.register_model(model_uri, MODEL_NAME)
     return f"{MODEL_NAME}/{version.version}"
 

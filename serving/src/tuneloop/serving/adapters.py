@@ -76,7 +76,8 @@ def download(model_id: str, tracking_uri: str | None, cache_dir: Path) -> Adapte
     from mlflow.tracking import MlflowClient
 
     parsed = bodies.parse_model_id(model_id)
-    client = MlflowClient(tracking_uri=tracking_uri)
+    # The registry is the tracking server itself: never an MLFLOW_REGISTRY_URI the replica happened to inherit.
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     try:
         version = client.get_model_version(parsed.name, parsed.version)
     except MlflowException as e:
