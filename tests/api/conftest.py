@@ -3,6 +3,8 @@ server, and the operator itself in-process (kopf's KopfRunner), configured for s
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -71,3 +73,43 @@ def operator(operator_env, rayjob_crd, namespace) -> Iterator[object]:
         yield runner
     assert runner.exit_code == 0, runner.output
     assert runner.exception is None, runner.exception
+
+
+@pytest.fixture(scope="module")
+def shared_operator(operator_env, rayjob_crd, ns_prefix, tmp_path_factory) -> Iterator[object]:
+    """One real operator process per module, watching the module's namespaces (`ns_prefix`, defined by
+    each module that uses it); it must survive the whole module."""
+    from tests.api.harness import OperatorProcess, operator_process_env
+
+    log = tmp_path_factory.mktemp("operator") / "operator.log"
+    op = OperatorProcess(f"{ns_prefix}-*", operator_process_env(operator_env), log).start()
+    yield op
+    alive = op.proc is not None and op.proc.poll() is None
+    op.stop()
+    assert alive, f"the shared operator died during the module:\n{op.tail()}"
+
+
+_namespace_counter = itertools.count()
+
+
+@pytest.fixture
+def cluster(shared_operator, api_client, ns_prefix) -> Iterator[object]:
+    """A fresh namespace the module's shared operator watches; the operator's log for it is printed
+    (shown by pytest when the test failed)."""
+    from tests.api.harness import create_namespace
+    from tests.api.kube import Cluster
+
+    ns = create_namespace(api_client, f"{ns_prefix}-{next(_namespace_counter)}")
+    yield Cluster(api_client, ns)
+    print(f"--- operator log for {ns} ---\n{shared_operator.tail(contains=ns)}")
+
+
+@pytest.fixture
+def ray_api() -> Iterator[object]:
+    """A stand-in for Ray's job API (for the states a real head cannot be put in)."""
+    from tests.api.harness import RayJobApiStub
+
+    stub = RayJobApiStub()
+    yield stub
+    with contextlib.suppress(Exception):
+        stub.close()

@@ -14,11 +14,8 @@ on its port and store.
 
 from __future__ import annotations
 
-import contextlib
-import itertools
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,7 +25,6 @@ from mlflow.tracking import MlflowClient
 from tests.api.conftest import OPERATOR_ENV
 from tests.api.harness import (
     OperatorProcess,
-    RayJobApiStub,
     cond,
     create_namespace,
     experiment,
@@ -58,34 +54,6 @@ DELETE_TIMEOUT = float(OPERATOR_ENV["TUNELOOP_DELETE_TIMEOUT_SECONDS"])
 @pytest.fixture(scope="module")
 def ns_prefix() -> str:
     return f"tlf{uuid.uuid4().hex[:6]}"
-
-
-@pytest.fixture(scope="module")
-def shared_operator(operator_env, rayjob_crd, ns_prefix, tmp_path_factory) -> Iterator[OperatorProcess]:
-    log = tmp_path_factory.mktemp("operator") / "operator.log"
-    op = OperatorProcess(f"{ns_prefix}-*", operator_process_env(operator_env), log).start()
-    yield op
-    alive = op.proc is not None and op.proc.poll() is None
-    op.stop()
-    assert alive, f"the shared operator died during the module:\n{op.tail()}"
-
-
-_counter = itertools.count()
-
-
-@pytest.fixture
-def cluster(shared_operator, api_client, ns_prefix) -> Iterator[Cluster]:
-    ns = create_namespace(api_client, f"{ns_prefix}-{next(_counter)}")
-    yield Cluster(api_client, ns)
-    print(f"--- operator log for {ns} ---\n{shared_operator.tail(contains=ns)}")  # shown when the test failed
-
-
-@pytest.fixture
-def ray_api() -> Iterator[RayJobApiStub]:
-    stub = RayJobApiStub()
-    yield stub
-    with contextlib.suppress(Exception):
-        stub.close()
 
 
 # --- helpers -------------------------------------------------------------------------------------

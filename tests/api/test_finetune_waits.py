@@ -10,12 +10,10 @@ One operator serves the module's namespaces (`<prefix>-*`); the settings story r
 
 from __future__ import annotations
 
-import itertools
 import socket
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -46,33 +44,6 @@ MAX_POLL = float(OPERATOR_ENV["TUNELOOP_MAX_POLL_SECONDS"])
 @pytest.fixture(scope="module")
 def ns_prefix() -> str:
     return f"tlw{uuid.uuid4().hex[:6]}"
-
-
-@pytest.fixture(scope="module")
-def shared_operator(operator_env, rayjob_crd, ns_prefix, tmp_path_factory) -> Iterator[OperatorProcess]:
-    log = tmp_path_factory.mktemp("operator") / "operator.log"
-    op = OperatorProcess(f"{ns_prefix}-*", operator_process_env(operator_env), log).start()
-    yield op
-    alive = op.proc is not None and op.proc.poll() is None
-    op.stop()
-    assert alive, f"the shared operator died during the module:\n{op.tail()}"
-
-
-_counter = itertools.count()
-
-
-@pytest.fixture
-def cluster(shared_operator, api_client, ns_prefix) -> Iterator[Cluster]:
-    ns = create_namespace(api_client, f"{ns_prefix}-{next(_counter)}")
-    yield Cluster(api_client, ns)
-    print(f"--- operator log for {ns} ---\n{shared_operator.tail(contains=ns)}")  # shown when the test failed
-
-
-@pytest.fixture
-def ray_api() -> Iterator[RayJobApiStub]:
-    stub = RayJobApiStub()
-    yield stub
-    stub.close()
 
 
 def submits(ray_api: RayJobApiStub) -> int:
