@@ -26,6 +26,8 @@ PROMOTED = "Promoted"  # the run's version holds the champion alias
 DRIFT_DETECTED = "DriftDetected"  # ModelDeployment: the drift share is over its threshold
 QUALITY_DEGRADED = "QualityDegraded"  # ModelDeployment: quality under its minimum (with hysteresis)
 RETRAINING = "Retraining"  # ModelDeployment: a retrain it triggered is in flight
+MODEL_RESOLVED = "ModelResolved"  # ModelDeployment: spec.model names a version that exists in MLflow
+ROLLING_OUT = "RollingOut"  # ModelDeployment: a version is being deployed and not yet confirmed serving
 
 # --- reasons ---------------------------------------------------------------------------------
 # Why a FineTune cannot start or go on. Two kinds (`operator.logic.waiting` decides which is which):
@@ -55,6 +57,18 @@ REASON_RAY_UNAVAILABLE = "RayUnavailable"  # world: the Ray job API is unreachab
 REASON_PROMOTED = "Promoted"  # beat baseline and champion: holds the champion alias
 REASON_SUPERSEDED = "Superseded"  # held the champion alias until another version took it (alias history says which)
 REASON_NOT_PROMOTED = "NotPromoted"  # registered as challenger; the message says by how much it missed
+# ModelDeployment (Ready, ModelResolved, RollingOut):
+REASON_RESOLVED = "Resolved"  # ModelResolved: the alias or version was found; the message names the version
+REASON_MODEL_NOT_FOUND = "ModelNotFound"  # world: no registered model of that name (yet)
+REASON_ALIAS_NOT_FOUND = "AliasNotFound"  # world: the model has no such alias (yet); message lists the aliases
+REASON_VERSION_NOT_FOUND = "VersionNotFound"  # world: the pinned version does not exist; message lists versions
+REASON_DEPLOYING = "Deploying"  # the Serve application config was sent; waiting for RUNNING with it
+REASON_SERVING = "Serving"  # RUNNING with the config sent, deployed after it was sent
+REASON_ROLLOUT_COMPLETE = "RolloutComplete"  # RollingOut False: the wanted version is serving
+REASON_DEPLOY_FAILED = "DeployFailed"  # Ray Serve reports DEPLOY_FAILED; the message has Serve's reason
+REASON_UNHEALTHY = "Unhealthy"  # Ray Serve reports UNHEALTHY (replicas failing health checks)
+REASON_RAY_NOT_CONFIGURED = "RayNotConfigured"  # world: no spec.serving.address and no TUNELOOP_SERVE_ADDRESS
+REASON_NOT_IMPLEMENTED = "NotImplemented"  # spec: a serving path this operator does not implement yet
 REASON_SUCCEEDED = "Succeeded"
 REASON_SUSPENDED = "Suspended"
 REASON_DELETING = "Deleting"

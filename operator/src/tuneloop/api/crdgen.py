@@ -56,6 +56,8 @@ KINDS: list[dict[str, Any]] = [
             {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
             {"name": "Model", "type": "string", "jsonPath": ".spec.model.name"},
             {"name": "Version", "type": "string", "jsonPath": ".status.servedVersion"},
+            {"name": "Alias", "type": "string", "jsonPath": ".spec.model.alias"},
+            {"name": "Endpoint", "type": "string", "jsonPath": ".status.endpoint"},
             {"name": "Drift", "type": "number", "jsonPath": ".status.lastMonitor.driftShare", "priority": 1},
             {"name": "Reason", "type": "string", "jsonPath": READY_REASON},
             {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},

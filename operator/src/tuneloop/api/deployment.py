@@ -18,6 +18,11 @@ from tuneloop.api.common import ComputeResources, LocalObjectRef, WaitStatus
 from tuneloop.api.conditions import Condition
 
 Runtime = Literal["RayServe", "KServe"]
+ServeMode = Literal["ExistingCluster", "RayService"]
+# What the quality monitors compute, each with its range: the minimum must lie inside it.
+QualityMetric = Literal["exact_match", "field_f1", "json_valid"]
+QUALITY_METRIC_RANGES: dict[str, tuple[float, float]] = {"exact_match": (0.0, 1.0), "field_f1": (0.0, 1.0),
+                                                         "json_valid": (0.0, 1.0)}
 Approval = Literal["Auto", "Manual"]
 DeploymentPhase = Literal["Pending", "Deploying", "Serving", "Degraded", "Retraining", "Failed", "Suspended"]
 RetrainState = Literal["PendingApproval", "Requested", "Running", "Succeeded", "Failed", "Rejected"]
@@ -54,6 +59,17 @@ class ServingSpec(ApiModel):
     log_requests: bool = Field(default=True, description="Log prompts and responses for monitoring.")
     traffic_log_uri: str | None = Field(
         default=None, description="Where the inference log is written (file:// or pvc://); defaults per deployment."
+    )
+    mode: ServeMode = Field(
+        default="ExistingCluster",
+        description="ExistingCluster deploys a Serve application through the Ray dashboard at `address`; "
+        "RayService (KubeRay) is not implemented yet.",
+    )
+    address: str | None = Field(
+        default=None,
+        pattern=r"^https?://\S+$",
+        description="Ray dashboard address (http://host:8265) for ExistingCluster; defaults to the operator "
+        "setting TUNELOOP_SERVE_ADDRESS.",
     )
 
 
@@ -96,12 +112,33 @@ class DriftSpec(ApiModel):
 class QualitySpec(ApiModel):
     """Quality rule on logged traffic with feedback or labels."""
 
-    metric: str = Field(default="exact_match", min_length=1, description="Quality metric computed on the window.")
-    minimum: float = Field(default=0.5, description="Breach when the metric falls below this.")
+    metric: QualityMetric = Field(
+        default="exact_match", description="Quality metric the monitors compute on the window: exact_match, "
+        "field_f1 or json_valid (each in [0, 1])."
+    )
+    minimum: float = Field(default=0.5, description="Breach when the metric falls below this; within the metric's "
+                           "range.")
     recovery_margin: float = Field(
         default=0.02, ge=0, description="Hysteresis: a breach clears only above minimum + recoveryMargin."
     )
     consecutive_breaches: int = Field(default=3, ge=1, le=100, description="Breaches in a row before acting.")
+
+    model_config = {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                {
+                    # Each metric's range is spelled out, so a metric with another range gets its own clause.
+                    "rule": "!has(self.minimum) || " + " && ".join(
+                        f"(self.metric != '{m}' || (self.minimum >= {lo} && self.minimum <= {hi}))"
+                        for m, (lo, hi) in QUALITY_METRIC_RANGES.items()),
+                    "message": "spec.monitoring.quality.minimum must lie within the metric's range: exact_match, "
+                    "field_f1 and json_valid are in [0, 1]",
+                    "fieldPath": ".minimum",
+                    "reason": "FieldValueInvalid",
+                }
+            ]
+        }
+    }
 
 
 class MonitoringSpec(ApiModel):
@@ -191,6 +228,27 @@ class RetrainRecord(ApiModel):
     gpu_hours: float | None = Field(default=None, description="GPU-hours the retrain used.")
 
 
+class RolloutStatus(ApiModel):
+    """The version being rolled out: what was sent to Ray Serve and when."""
+
+    version: str = Field(description="MLflow version being rolled out.")
+    model_id: str = Field(description="Serve model id (<registered name>/<version>).")
+    start_time: datetime = Field(description="When this rollout began.")
+    applied_time: datetime | None = Field(
+        default=None, description="When the operator last sent the application config; Ready needs a deploy after it."
+    )
+    config_hash: str | None = Field(default=None, description="Hash of the application config sent.")
+
+
+class RolloutRecord(ApiModel):
+    """One completed switch of the served version."""
+
+    version: str = Field(description="Version now served.")
+    previous_version: str | None = Field(default=None, description="Version served before, if any.")
+    alias: str | None = Field(default=None, description="Alias followed when the switch happened.")
+    time: datetime = Field(description="When the new version was confirmed serving.")
+
+
 class ModelDeploymentStatus(ApiModel):
     """Observed state of a ModelDeployment, written only by the operator."""
 
@@ -200,12 +258,17 @@ class ModelDeploymentStatus(ApiModel):
     observed_generation: int | None = Field(default=None, description="Last metadata.generation acted on.")
     conditions: list[Condition] = Field(
         default_factory=list,
-        description="Ready, DriftDetected, QualityDegraded, Retraining.",
+        description="Ready, ModelResolved, RollingOut, DriftDetected, QualityDegraded, Retraining.",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
     served_version: str | None = Field(default=None, description="MLflow version being served.")
     endpoint: str | None = Field(default=None, description="Inference URL.")
     ready_replicas: int | None = Field(default=None, description="Replicas ready to serve.")
+    app_name: str | None = Field(default=None, description="Ray Serve application name (<namespace>.<name>).")
+    rollout: RolloutStatus | None = Field(default=None, description="The rollout in progress; absent when none.")
+    rollout_history: list[RolloutRecord] = Field(
+        default_factory=list, description="Switches of the served version, oldest first (bounded)."
+    )
     last_monitor: MonitorResult | None = Field(default=None, description="Latest monitor run.")
     monitor_history: list[MonitorResult] = Field(default_factory=list, description="Recent monitor runs (bounded).")
     consecutive_breaches: int = Field(default=0, description="Quality breaches in a row.")
