@@ -1,0 +1,277 @@
+"""The ModelDeployment decision: resolve `spec.model`, roll the version out on Ray Serve, say how it is.
+
+`decide_deployment(observed, policy) -> DeployPlan` is pure. In: the spec and status, what MLflow
+says about the model (`ModelLookup`) and what Serve reports for our application (`ServeApp`). Out:
+the status to write, at most one action (send our application config), Events and when to look again.
+
+Rules:
+- A model, alias or pinned version that is not there is the world's fault (a FineTune may register
+  it later): `ModelResolved=False` names what was tried and what exists, and it is re-checked with
+  backoff (`logic.waiting`). A version already served keeps serving.
+- The config is sent only when Serve's `deployed_app_config` differs from ours (hash in status).
+- Ready (Serving) only when the application is RUNNING, was deployed after our last send
+  (`last_deployed_time_s` ≥ `status.rollout.appliedTime`) and its deployed config is ours
+  (shared/FACTS.md: a RUNNING from before the send says nothing about what we sent).
+- DEPLOY_FAILED and UNHEALTHY are ours to report (KubeRay does not act on them): Ready=False with
+  Serve's message; a version already served counts as Degraded, nothing served as Failed.
+- Ray or MLflow unreachable, or no Ray address at all: a wait with backoff, never a crash loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from tuneloop.api import conditions as c
+from tuneloop.api.deployment import (
+    DeploymentPhase,
+    ModelDeploymentSpec,
+    ModelDeploymentStatus,
+    RolloutRecord,
+    RolloutStatus,
+)
+from tuneloop.operator.logic import serveconfig, waiting
+from tuneloop.operator.logic.plans import Event, VersionInfo
+
+HISTORY_LIMIT = 20
+MAX_LISTED = 10  # versions and aliases named in a not-found message
+
+
+@dataclass(frozen=True)
+class DeployPolicy:
+    """Administrator settings the decision depends on."""
+
+    poll_seconds: float = 10.0  # alias re-check while serving
+    max_poll_seconds: float = 120.0  # backoff ceiling of waits, and of their Warning events
+    rollout_poll_seconds: float = 2.0  # how often a rollout in progress is looked at
+    app: serveconfig.AppSettings = field(default_factory=lambda: serveconfig.AppSettings("file:///var/lib/tuneloop"))
+
+
+@dataclass(frozen=True)
+class ModelLookup:
+    """What the registry says about `spec.model`: the version it resolves to, or what exists instead."""
+
+    version: VersionInfo | None
+    model_exists: bool = True
+    versions: tuple[str, ...] = ()
+    aliases: dict[str, str] = field(default_factory=dict)  # alias → version
+
+
+@dataclass(frozen=True)
+class ServeApp:
+    """Our application as `GET /api/serve/applications/` reports it."""
+
+    status: str  # NOT_STARTED, DEPLOYING, RUNNING, DEPLOY_FAILED, UNHEALTHY, DELETING
+    message: str = ""
+    last_deployed_time_s: float | None = None
+    deployed_app_config: dict[str, Any] | None = None
+    ready_replicas: int = 0  # RUNNING replicas of the Generator
+
+
+@dataclass(frozen=True)
+class DeployObserved:
+    namespace: str
+    name: str
+    generation: int
+    spec: ModelDeploymentSpec
+    status: ModelDeploymentStatus
+    now: datetime
+    address: str | None  # the Ray dashboard (spec, else operator setting)
+    tracking_uri: str | None  # MLflow (spec, else operator setting)
+    lookup: ModelLookup | None = None  # None: not looked up (nothing to look up with)
+    app: ServeApp | None = None  # None: Serve has no application of ours
+    endpoint_base: str | None = None  # http://host:port of the Serve proxy
+
+
+@dataclass(frozen=True)
+class PutApp:
+    """Send our application (read-merge-write of the cluster's whole config)."""
+
+    address: str
+    app_name: str
+    config: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class DeployPlan:
+    status: ModelDeploymentStatus
+    actions: tuple[PutApp, ...] = ()
+    events: tuple[Event, ...] = ()
+    requeue_seconds: float | None = None
+
+
+def describe_missing(o: DeployObserved, lookup: ModelLookup) -> tuple[str, str]:
+    """Reason and message for a `spec.model` that does not resolve: what was tried, what exists."""
+    ref, where = o.spec.model, f"in MLflow at {o.tracking_uri}"
+    if not lookup.model_exists:
+        return c.REASON_MODEL_NOT_FOUND, (
+            f"spec.model.name: no registered model {ref.name!r} {where}; register a version (a FineTune with "
+            f"spec.registry.modelName: {ref.name} does) or fix the name")
+    versions = ", ".join(lookup.versions[-MAX_LISTED:]) or "none"
+    if ref.alias is not None:
+        held = ", ".join(f"{a} → {v}" for a, v in sorted(lookup.aliases.items())[:MAX_LISTED]) or "none"
+        return c.REASON_ALIAS_NOT_FOUND, (
+            f"spec.model.alias: model {ref.name!r} has no alias {ref.alias!r} {where}; aliases: {held}; "
+            f"versions: {versions}. Waiting for a promotion to set it, or set spec.model.version")
+    return c.REASON_VERSION_NOT_FOUND, (
+        f"spec.model.version: model {ref.name!r} has no version {ref.version} {where}; versions: {versions}")
+
+
+def _phase_when_waiting(st: ModelDeploymentStatus) -> DeploymentPhase:
+    return "Degraded" if st.served_version else "Pending"
+
+
+def _wait(o: DeployObserved, p: DeployPolicy, st: ModelDeploymentStatus, reason: str, message: str
+          ) -> DeployPlan:
+    """A wait on the world: Ready says so unless a version is still served; backoff and rate-limited Warnings."""
+    w = waiting.decide_wait(st.waiting, reason, o.now, p.poll_seconds, p.max_poll_seconds)
+    st.waiting = w.status
+    st.phase = _phase_when_waiting(st)
+    if not st.served_version:
+        st.conditions = c.set_condition(st.conditions, c.READY, "False", reason, message, o.now, o.generation)
+    events = (Event("Warning", reason, c.truncate(message)),) if w.warn else ()
+    return DeployPlan(st, (), events, w.requeue_seconds)
+
+
+def _start(o: DeployObserved) -> ModelDeploymentStatus:
+    st = o.status.model_copy(deep=True)
+    st.observed_generation = o.generation
+    st.app_name = serveconfig.app_name(o.namespace, o.name)
+    return st
+
+
+def decide_unavailable(o: DeployObserved, p: DeployPolicy, reason: str, message: str) -> DeployPlan:
+    """Ray or MLflow could not be reached: wait with backoff, keep what is served."""
+    return _with_events(o, _wait(o, p, _start(o), reason, message))
+
+
+def decide_deployment(o: DeployObserved, p: DeployPolicy) -> DeployPlan:
+    st = _start(o)
+    ref = o.spec.model
+    if o.spec.serving.mode != "ExistingCluster" or o.spec.serving.runtime != "RayServe":
+        what = (f"spec.serving.mode {o.spec.serving.mode}" if o.spec.serving.mode != "ExistingCluster"
+                else f"spec.serving.runtime {o.spec.serving.runtime}")
+        message = f"{what} is not implemented by this operator yet; use mode ExistingCluster with runtime RayServe"
+        st.phase, st.waiting = "Failed", None
+        st.conditions = c.set_condition(st.conditions, c.READY, "False", c.REASON_NOT_IMPLEMENTED, message, o.now,
+                                        o.generation)
+        return _with_events(o, DeployPlan(st))
+    if not o.tracking_uri:
+        return _with_events(o, _wait(o, p, st, c.REASON_REGISTRY_NOT_CONFIGURED, (
+            "spec.model.trackingUri is empty and the operator has no TUNELOOP_MLFLOW_TRACKING_URI: set one")))
+    if not o.address:
+        return _with_events(o, _wait(o, p, st, c.REASON_RAY_NOT_CONFIGURED, (
+            "spec.serving.address is empty and the operator has no TUNELOOP_SERVE_ADDRESS: set the Ray "
+            "dashboard address (http://host:8265)")))
+    lookup = o.lookup
+    if lookup is None or lookup.version is None:
+        reason, message = describe_missing(o, lookup or ModelLookup(None, model_exists=False))
+        st.conditions = c.set_condition(st.conditions, c.MODEL_RESOLVED, "False", reason, message, o.now,
+                                        o.generation)
+        return _with_events(o, _wait(o, p, st, reason, message))
+
+    version = lookup.version.version
+    wanted_id = serveconfig.model_id(ref.name, version)
+    how = f"alias {ref.alias!r}" if ref.alias is not None else "pinned version"
+    st.conditions = c.set_condition(st.conditions, c.MODEL_RESOLVED, "True", c.REASON_RESOLVED,
+                                    f"{ref.name} {how} → version {version}", o.now, o.generation)
+    st.waiting = None
+    app = o.app if o.app is not None and o.app.status != "DELETING" else None
+    deployed = app.deployed_app_config if app is not None else None
+    try:
+        config = serveconfig.build_app(o.namespace, o.name, o.spec, o.tracking_uri, wanted_id,
+                                       serveconfig.first_model_id(deployed), p.app)
+    except ValueError as e:  # the serving app's own argument check (serving.args), e.g. a model name it cannot route
+        message = f"spec cannot be served: {e}"
+        st.phase = "Failed"
+        st.conditions = c.set_condition(st.conditions, c.READY, "False", c.REASON_INVALID_SPEC, message, o.now,
+                                        o.generation)
+        return _with_events(o, DeployPlan(st))
+    digest = serveconfig.config_hash(config)
+    rollout = st.rollout if st.rollout is not None and st.rollout.version == version else None
+    start_time = rollout.start_time if rollout is not None else o.now
+
+    if app is None:
+        st.served_version, st.ready_replicas, st.endpoint = None, 0, None
+    if app is None or not serveconfig.matches(config, deployed):
+        st.rollout = RolloutStatus(version=version, model_id=wanted_id, start_time=start_time, applied_time=o.now,
+                                   config_hash=digest)
+        return _with_events(o, _rolling(o, st, version, "sent to Ray Serve", p,
+                                        (PutApp(o.address, config["name"], config),)))
+    assert app is not None
+
+    applied = st.rollout.applied_time if st.rollout is not None and st.rollout.config_hash == digest else None
+    fresh = applied is None or (app.last_deployed_time_s or 0.0) >= applied.timestamp()
+    if app.status == "RUNNING" and fresh:
+        return _with_events(o, _serving(o, st, version, app, p))
+    if app.status in ("DEPLOY_FAILED", "UNHEALTHY"):
+        reason = c.REASON_DEPLOY_FAILED if app.status == "DEPLOY_FAILED" else c.REASON_UNHEALTHY
+        message = (f"Ray Serve application {config['name']} is {app.status} with version {version}: "
+                   f"{app.message or 'no message'}")
+        st.phase = "Degraded" if st.served_version else "Failed"
+        st.ready_replicas = app.ready_replicas
+        st.conditions = c.set_condition(st.conditions, c.READY, "False", reason, message, o.now, o.generation)
+        st.conditions = c.set_condition(st.conditions, c.ROLLING_OUT, "False", reason, message, o.now, o.generation)
+        # Looked at again: UNHEALTHY may recover, and an alias move brings a new config after DEPLOY_FAILED.
+        return _with_events(o, DeployPlan(st, (), (), p.poll_seconds))
+    if st.rollout is None or st.rollout.version != version:
+        st.rollout = RolloutStatus(version=version, model_id=wanted_id, start_time=start_time, config_hash=digest)
+    return _with_events(o, _rolling(o, st, version, f"Serve reports {app.status}", p, ()))
+
+
+def _rolling(o: DeployObserved, st: ModelDeploymentStatus, version: str, what: str, p: DeployPolicy,
+             actions: tuple[PutApp, ...]) -> DeployPlan:
+    message = f"version {version} {what}; waiting for RUNNING with this config"
+    st.conditions = c.set_condition(st.conditions, c.ROLLING_OUT, "True", c.REASON_DEPLOYING, message, o.now,
+                                    o.generation)
+    if st.served_version:
+        st.phase = "Serving"  # the old default keeps answering until the Ingress takes the new one
+    else:
+        st.phase = "Deploying"
+        st.conditions = c.set_condition(st.conditions, c.READY, "False", c.REASON_DEPLOYING, message, o.now,
+                                        o.generation)
+    return DeployPlan(st, actions, (), p.rollout_poll_seconds)
+
+
+def _serving(o: DeployObserved, st: ModelDeploymentStatus, version: str, app: ServeApp, p: DeployPolicy
+             ) -> DeployPlan:
+    previous = st.served_version
+    endpoint = f"{o.endpoint_base.rstrip('/')}{serveconfig.route_prefix(o.namespace, o.name)}" if o.endpoint_base \
+        else st.endpoint
+    st.served_version, st.ready_replicas, st.endpoint, st.rollout = version, app.ready_replicas, endpoint, None
+    st.phase = "Serving"
+    events: tuple[Event, ...] = ()
+    if previous != version:
+        record = RolloutRecord(version=version, previous_version=previous, alias=o.spec.model.alias, time=o.now)
+        st.rollout_history = [*st.rollout_history, record][-HISTORY_LIMIT:]
+        was = f" (was {previous})" if previous else ""
+        events = (Event("Normal", c.REASON_ROLLOUT_COMPLETE, f"serving version {version}{was} at {endpoint}"),)
+    message = f"version {version} RUNNING at {endpoint}"
+    st.conditions = c.set_condition(st.conditions, c.READY, "True", c.REASON_SERVING, message, o.now, o.generation)
+    st.conditions = c.set_condition(st.conditions, c.ROLLING_OUT, "False", c.REASON_ROLLOUT_COMPLETE,
+                                    f"version {version} serving", o.now, o.generation)
+    # An alias is followed by re-reading it; a pinned version only needs Serve's health now and then.
+    requeue = p.poll_seconds if o.spec.model.alias is not None else p.max_poll_seconds
+    return DeployPlan(st, (), events, requeue)
+
+
+def transition_events(before: ModelDeploymentStatus, after: ModelDeploymentStatus) -> tuple[Event, ...]:
+    """One Event per change of phase or Ready reason (Warning when Ready turns False for a fault)."""
+    def key(s: ModelDeploymentStatus) -> tuple[object, ...]:
+        ready = c.get_condition(s.conditions, c.READY)
+        return (s.phase, ready.reason if ready else None)
+
+    if key(before) == key(after):
+        return ()
+    ready = c.get_condition(after.conditions, c.READY)
+    if ready is None:
+        return ()
+    bad = ready.status == "False" and ready.reason not in (c.REASON_DEPLOYING,)
+    return (Event("Warning" if bad else "Normal", ready.reason, ready.message),)
+
+
+def _with_events(o: DeployObserved, plan: DeployPlan) -> DeployPlan:
+    events = transition_events(o.status, plan.status)
+    events += tuple(e for e in plan.events if all(e.reason != seen.reason for seen in events))
+    return DeployPlan(plan.status, plan.actions, events, plan.requeue_seconds)
