@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tuneloop.jobs import evaluating
+from tuneloop.jobs import metrics
 
 REF = '{"invoice_id": "INV-1", "vendor": "Acme", "total": "10.00"}'
 
@@ -19,14 +19,14 @@ REF = '{"invoice_id": "INV-1", "vendor": "Acme", "total": "10.00"}'
     ("", REF, 0.0),
 ])
 def test_exact_match(prediction: str, reference: str, expected: float) -> None:
-    assert evaluating.exact_match(prediction, reference) == expected
+    assert metrics.exact_match(prediction, reference) == expected
 
 
 @pytest.mark.parametrize(("prediction", "expected"), [
     ('{"a": 1}', 1.0), ("[1, 2]", 1.0), ('"text"', 1.0), ('{"a": 1', 0.0), ("", 0.0), ("{'a': 1}", 0.0),
 ])
 def test_json_valid(prediction: str, expected: float) -> None:
-    assert evaluating.json_valid(prediction) == expected
+    assert metrics.json_valid(prediction) == expected
 
 
 @pytest.mark.parametrize(("prediction", "reference", "expected"), [
@@ -40,7 +40,7 @@ def test_json_valid(prediction: str, expected: float) -> None:
     ("anything", "plain text reference", None),  # not a JSON object: the metric does not apply
 ])
 def test_field_f1(prediction: str, reference: str, expected: float | None) -> None:
-    got = evaluating.field_f1(prediction, reference)
+    got = metrics.field_f1(prediction, reference)
     if expected is None:
         assert got is None
     else:
@@ -48,11 +48,11 @@ def test_field_f1(prediction: str, reference: str, expected: float | None) -> No
 
 
 def test_score_averages_and_skips_non_json_references_for_f1() -> None:
-    out = evaluating.score([REF, "nope", "x"], [REF, REF, "x"], ["exact_match", "json_valid", "field_f1"])
+    out = metrics.score([REF, "nope", "x"], [REF, REF, "x"], ["exact_match", "json_valid", "field_f1"])
     assert out["exact_match"] == pytest.approx(2 / 3)
     assert out["json_valid"] == pytest.approx(1 / 3)
     assert out["field_f1"] == pytest.approx(0.5)  # (1 + 0) / 2: the third reference is not JSON
 
 
 def test_score_only_computes_requested_metrics() -> None:
-    assert set(evaluating.score(["a"], ["a"], ["exact_match"])) == {"exact_match"}
+    assert set(metrics.score(["a"], ["a"], ["exact_match"])) == {"exact_match"}

@@ -1,10 +1,9 @@
-"""Scoring on the frozen held-out set: the task metrics (exact match, JSON validity, field-level F1
-for JSON answers, answer-token loss), greedy generation, and the two candidates scored the same way —
-the fine-tuned model, and the prompt baseline (the base model with k few-shot examples from the
-training split in front of each question).
+"""Scoring on the frozen held-out set: the task metrics (exact match, JSON validity and field-level F1
+from `jobs.metrics`, the one implementation the monitors share; answer-token loss here), greedy
+generation, and the two candidates scored the same way — the fine-tuned model, and the prompt baseline
+(the base model with k few-shot examples from the training split in front of each question).
 
-The metric functions are pure and tested as tables; `evaluate_run` loads the models and runs where
-the job puts it (a Ray task with the workers' device kind).
+`evaluate_run` loads the models and runs where the job puts it (a Ray task with the workers' device kind).
 """
 
 from __future__ import annotations
@@ -16,85 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tuneloop.jobs import datasets, modeling, prompts
-
-METRICS = ("exact_match", "json_valid", "field_f1", "loss")
-
-
-def exact_match(prediction: str, reference: str) -> float:
-    """1.0 when the answers are equal after trimming; JSON answers compare as parsed values, so key
-    order and spacing do not matter."""
-    p, r = prediction.strip(), reference.strip()
-    if p == r:
-        return 1.0
-    pj, rj = _parse(p), _parse(r)
-    return float(pj is not _INVALID and rj is not _INVALID and pj == rj)
-
-
-def json_valid(prediction: str) -> float:
-    """1.0 when the answer parses as JSON."""
-    return float(_parse(prediction) is not _INVALID)
-
-
-def field_f1(prediction: str, reference: str) -> float | None:
-    """F1 over the (field path, value) pairs of two JSON objects; None when the reference is not a
-    JSON object (the metric does not apply), 0.0 when the prediction is not one."""
-    ref = _parse(reference)
-    if not isinstance(ref, dict):
-        return None
-    pred = _parse(prediction)
-    if not isinstance(pred, dict):
-        return 0.0
-    ref_pairs, pred_pairs = set(_flatten(ref)), set(_flatten(pred))
-    if not ref_pairs and not pred_pairs:
-        return 1.0
-    correct = len(ref_pairs & pred_pairs)
-    if correct == 0:
-        return 0.0
-    precision, recall = correct / len(pred_pairs), correct / len(ref_pairs)
-    return 2 * precision * recall / (precision + recall)
-
-
-_INVALID = object()
-
-
-def _parse(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except (ValueError, TypeError):
-        return _INVALID
-
-
-def _flatten(value: Any, prefix: str = "") -> list[tuple[str, str]]:
-    if isinstance(value, dict):
-        out: list[tuple[str, str]] = []
-        for k, v in value.items():
-            out += _flatten(v, f"{prefix}.{k}" if prefix else str(k))
-        return out
-    if isinstance(value, list):
-        return [(f"{prefix}[{i}]", json.dumps(v, sort_keys=True)) for i, v in enumerate(value)]
-    return [(prefix, json.dumps(value))]
-
-
-def score(predictions: Sequence[str], references: Sequence[str], metrics: Sequence[str]) -> dict[str, float]:
-    """Mean of each text metric over the examples (field_f1 over those whose reference is JSON)."""
-    out: dict[str, float] = {}
-    if "exact_match" in metrics:
-        out["exact_match"] = _mean([exact_match(p, r) for p, r in zip(predictions, references, strict=True)])
-    if "json_valid" in metrics:
-        out["json_valid"] = _mean([json_valid(p) for p in predictions])
-    if "field_f1" in metrics:
-        f1s = [f for p, r in zip(predictions, references, strict=True) if (f := field_f1(p, r)) is not None]
-        if f1s:
-            out["field_f1"] = _mean(f1s)
-    return out
-
-
-def _mean(values: Sequence[float]) -> float:
-    return sum(values) / len(values) if values else 0.0
-
-
-# --- models ------------------------------------------------------------------------------------
+from tuneloop.jobs import datasets, metrics, modeling, prompts
 
 
 def generate(model: Any, tokenizer: Any, prompt_texts: Sequence[str], max_new_tokens: int, device: Any,
@@ -165,13 +86,13 @@ class EvalOutcome:
 def _score_model(model: Any, tokenizer: Any, prompt_texts: list[str], references: list[str], request: EvalRequest,
                  device: Any) -> tuple[dict[str, float], list[str]]:
     predictions = generate(model, tokenizer, prompt_texts, request.max_new_tokens, device)
-    metrics = score(predictions, references, request.metrics)
+    scores = metrics.score(predictions, references, request.metrics)
     if "loss" in request.metrics:
         # Few-shot prompts are long; truncating them would cut the answer, so give the loss room.
         longest = max(len(tokenizer(t)["input_ids"]) for t in prompt_texts)
-        metrics["loss"] = answer_loss(model, tokenizer, prompt_texts, references, device,
-                                      max(request.max_seq_length, longest + request.max_new_tokens + 1))
-    return metrics, predictions
+        scores["loss"] = answer_loss(model, tokenizer, prompt_texts, references, device,
+                                     max(request.max_seq_length, longest + request.max_new_tokens + 1))
+    return scores, predictions
 
 
 def evaluate_run(request: EvalRequest) -> EvalOutcome:
@@ -187,7 +108,7 @@ def evaluate_run(request: EvalRequest) -> EvalOutcome:
 
     model = modeling.load_for_inference(request.base_model_dir, request.trained_dir, request.method, device)
     tuned_prompts = [prompts.render_prompt(e.prompt, e.system) for e in held_out]
-    metrics, predictions = _score_model(model, tokenizer, tuned_prompts, references, request, device)
+    tuned, predictions = _score_model(model, tokenizer, tuned_prompts, references, request, device)
     del model
 
     baseline: dict[str, float] = {}
@@ -208,7 +129,7 @@ def evaluate_run(request: EvalRequest) -> EvalOutcome:
             if baseline_predictions:
                 row["baseline_prediction"] = baseline_predictions[i]
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    return EvalOutcome(metrics=metrics, baseline_metrics=baseline, examples=len(held_out))
+    return EvalOutcome(metrics=tuned, baseline_metrics=baseline, examples=len(held_out))
 
 
 def evaluate_on_ray(request: EvalRequest, gpus: int) -> EvalOutcome:
