@@ -15,7 +15,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export RAY_USAGE_STATS_ENABLED := 0
 export KUBE_VERSION
 
-.PHONY: help setup kube-apiserver crds control-plane lint test test-unit test-api test-e2e bench bench-train bench-operator bench-serve demo base-model chart clean
+.PHONY: help setup kube-apiserver helm argocd-health crds control-plane lint test test-unit test-api test-e2e bench bench-train bench-operator bench-serve demo base-model chart clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -40,6 +40,15 @@ kube-apiserver: ## Build kube-apiserver v$(KUBE_VERSION) from Go modules once (c
 crds: setup ## Regenerate crds/*.yaml from the API models
 	$(PY) -m tuneloop.api.crdgen crds
 
+chart: setup ## Regenerate the chart's generated files (CRD templates, rules, values schema) and examples/gitops/argocd-cm.yaml
+	$(PY) -m tuneloop.devenv.chart
+
+helm: ## Build helm from the Go module proxy once (pinned in hack/build-helm.sh; cached in ~/.cache/tuneloop)
+	@bash hack/build-helm.sh >/dev/null
+
+argocd-health: ## Build the Argo CD health-check sandbox (gopher-lua) once (cached in ~/.cache/tuneloop)
+	@bash hack/build-argocd-health.sh >/dev/null
+
 control-plane: setup kube-apiserver ## Run a local etcd + kube-apiserver with the CRDs until Ctrl-C
 	$(PY) -m tuneloop.devenv.controlplane
 
@@ -48,13 +57,13 @@ lint: setup ## ruff, import-linter (decide/act layering) and mypy
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy operator/src/tuneloop/api
 
-test: setup kube-apiserver ## Install what is needed and run every suite (unit, real apiserver, e2e)
+test: setup kube-apiserver helm argocd-health ## Install what is needed and run every suite (unit, real apiserver, e2e)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-test-unit: setup ## Unit tests only (no services)
+test-unit: setup helm argocd-health ## Unit tests only (no services; helm and the Lua sandbox are built once)
 	$(call pytest_ok5,tests/unit)
 
-test-api: setup kube-apiserver ## Tests against the real kube-apiserver + etcd
+test-api: setup kube-apiserver helm ## Tests against the real kube-apiserver + etcd
 	$(call pytest_ok5,tests/api)
 
 test-e2e: setup kube-apiserver ## Whole-loop stories with real Ray, MLflow and training
