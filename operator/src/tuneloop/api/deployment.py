@@ -21,6 +21,12 @@ Runtime = Literal["RayServe", "KServe"]
 ServeMode = Literal["ExistingCluster", "RayService"]
 # What the quality monitors compute, each with its range: the minimum must lie inside it.
 QualityMetric = Literal["exact_match", "field_f1", "json_valid"]
+# The descriptor columns the monitors compute (tuneloop.monitoring.columns; a unit test keeps the two equal).
+# No OOV or sentiment column: Evidently's OOVWordsPercentage and Sentiment download NLTK data and fail offline.
+DriftColumn = Literal[
+    "prompt_length", "prompt_word_count", "prompt_non_letter_share", "response_length", "response_word_count",
+    "response_non_letter_share", "response_json_valid", "response_schema_match",
+]
 QUALITY_METRIC_RANGES: dict[str, tuple[float, float]] = {"exact_match": (0.0, 1.0), "field_f1": (0.0, 1.0),
                                                          "json_valid": (0.0, 1.0)}
 Approval = Literal["Auto", "Manual"]
@@ -103,9 +109,14 @@ class DriftSpec(ApiModel):
     share_threshold: float = Field(
         default=0.5, gt=0, le=1, description="Drift when this share of monitored columns drifted."
     )
-    columns: list[str] = Field(
-        default_factory=lambda: ["prompt_length", "response_length", "oov_share", "non_letter_share"],
-        description="Text descriptors/columns to test for drift.",
+    columns: list[DriftColumn] = Field(
+        default_factory=lambda: [
+            "prompt_length", "prompt_word_count", "prompt_non_letter_share", "response_length", "response_json_valid",
+        ],
+        min_length=1,
+        description="Text descriptors of the inputs (prompt_*) and answers (response_*) tested for drift, each with "
+        "its own method (Kolmogorov-Smirnov for numbers, Jensen-Shannon for yes/no columns); response_schema_match "
+        "checks the JSON keys the reference answers share.",
     )
 
 
