@@ -69,6 +69,13 @@ REASON_DEPLOY_FAILED = "DeployFailed"  # Ray Serve reports DEPLOY_FAILED; the me
 REASON_UNHEALTHY = "Unhealthy"  # Ray Serve reports UNHEALTHY (replicas failing health checks)
 REASON_RAY_NOT_CONFIGURED = "RayNotConfigured"  # world: no spec.serving.address and no TUNELOOP_SERVE_ADDRESS
 REASON_NOT_IMPLEMENTED = "NotImplemented"  # spec: a serving path this operator does not implement yet
+# ModelDeployment monitors (DriftDetected, QualityDegraded; operator.logic.monitor_verdict):
+REASON_DRIFT_OVER_THRESHOLD = "DriftShareOverThreshold"  # DriftDetected True: the share of drifted columns >= threshold
+REASON_NO_DRIFT = "NoDrift"  # DriftDetected False: the last conclusive window was under the threshold
+REASON_QUALITY_BELOW_MINIMUM = "QualityBelowMinimum"  # QualityDegraded True: the metric fell under its minimum
+REASON_QUALITY_OK = "QualityOk"  # QualityDegraded False: at or over the minimum (over minimum + margin to clear)
+REASON_QUALITY_NOT_MEASURED = "QualityNotMeasured"  # Unknown: too little feedback on the window for the metric
+REASON_INSUFFICIENT_DATA = "InsufficientData"  # Unknown: fewer requests than minSamples; nothing concluded
 REASON_SUCCEEDED = "Succeeded"
 REASON_SUSPENDED = "Suspended"
 REASON_DELETING = "Deleting"
