@@ -37,6 +37,9 @@ base-model: setup ## Pre-train the small local base model once (cached in ~/.cac
 kube-apiserver: ## Build kube-apiserver v$(KUBE_VERSION) from Go modules once (cached in ~/.cache/tuneloop)
 	@bash hack/build-kube-apiserver.sh >/dev/null
 
+promtool: ## Fetch promtool from the pinned Debian prometheus package once (cached in ~/.cache/tuneloop; the rules tests do this too)
+	@bash hack/get-promtool.sh
+
 crds: setup ## Regenerate crds/*.yaml from the API models
 	$(PY) -m tuneloop.api.crdgen crds
 

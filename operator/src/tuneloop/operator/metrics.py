@@ -35,6 +35,21 @@ class Metrics:
         self.config_problem = Gauge(
             "tuneloop_operator_config_problem", "1 when an operator setting is missing or unusable (see the "
             "start-up log), else 0.", ["setting"], registry=registry)
+        # ModelDeployment monitors and retraining; monitoring/prometheus-rules.yaml alerts on these (a unit
+        # test checks every metric an alert names is defined here).
+        deployment = ["namespace", "deployment"]
+        self.drift_share = Gauge("tuneloop_deployment_drift_share", "Share of monitored columns that drifted in the "
+                                 "last conclusive check.", deployment, registry=registry)
+        self.quality = Gauge("tuneloop_deployment_quality", "The quality metric on the last check's window.",
+                             [*deployment, "metric"], registry=registry)
+        self.consecutive_breaches = Gauge("tuneloop_deployment_consecutive_breaches", "Quality breaches in a row "
+                                          "(after hysteresis); 0 when the last measured window was fine.", deployment,
+                                          registry=registry)
+        self.retrains = Counter("tuneloop_retrains_total", "Retrains by outcome (requested, started, succeeded, "
+                                "failed, skipped) and reason (the trigger, or why one was skipped).",
+                                [*deployment, "outcome", "reason"], registry=registry)
+        self.monitor_last_success = Gauge("tuneloop_monitor_last_success_timestamp_seconds", "Unix time of the last "
+                                          "monitor check that completed (any verdict).", deployment, registry=registry)
         self._phases: dict[str, str] = {}
         self._lock = threading.Lock()
         for phase in PHASES:
