@@ -21,7 +21,9 @@ from tuneloop.operator import settings as settings_module
 from tuneloop.operator.clients.kube import KubeEvents, RealKube
 from tuneloop.operator.clients.mlflow import MlflowRegistry
 from tuneloop.operator.clients.ray import HttpRayJobs
-from tuneloop.operator.handlers import finetune  # registers the FineTune handlers
+from tuneloop.operator.clients.serve import HttpServe
+from tuneloop.operator.handlers import deployment, finetune  # register the handlers of both kinds
+from tuneloop.operator.handlers.deployment_reconciler import DeploymentReconciler
 from tuneloop.operator.handlers.reconciler import Clients, FineTuneReconciler
 from tuneloop.operator.metrics import Metrics
 from tuneloop.operator.settings import (
@@ -31,7 +33,7 @@ from tuneloop.operator.settings import (
     load_settings,
 )
 
-__all__ = ["finetune"]
+__all__ = ["deployment", "finetune"]
 _served_ports: dict[int, Metrics] = {}
 
 
@@ -102,14 +104,19 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
     report_config_problems(ours, metrics, logger)
     token = ours.ray_auth_token.get_secret_value() if ours.ray_auth_token else None
     kube = RealKube.from_environment(ours.kube_threads)
+    registry = MlflowRegistry(ours.client_timeout_seconds, ours.client_retries)
     clients = Clients(
         kube=kube,
         ray=HttpRayJobs(ours.client_timeout_seconds, ours.client_retries, token),
-        registry=MlflowRegistry(ours.client_timeout_seconds, ours.client_retries),
+        registry=registry,
         events=KubeEvents(kube),
     )
     memo.reconciler = FineTuneReconciler(clients, ours, metrics)
+    serve = HttpServe(ours.client_timeout_seconds, ours.client_retries, token, ours.serve_http_host,
+                      ours.serve_http_port)
+    memo.deployment_reconciler = DeploymentReconciler(kube, serve, registry, clients.events, ours, metrics)
     memo.clients = clients
+    memo.serve = serve
     logger.info("tuneloop operator started: poll %.1fs, metrics port %s", ours.poll_seconds, ours.metrics_port or "off")
 
 
@@ -119,5 +126,8 @@ async def shutdown(memo: kopf.Memo, **_: Any) -> None:
     if clients is None:
         return
     await clients.ray.close()
+    serve = getattr(memo, "serve", None)
+    if serve is not None:
+        await serve.close()
     clients.registry.close()
     clients.kube.close()

@@ -93,6 +93,23 @@ class OperatorSettings(BaseModel):
         default="auto",
         description="Check that file:// paths exist: auto does so for ExistingCluster on loopback only.",
     )
+    serve_address: str | None = Field(
+        default=None, pattern=r"^https?://\S+$",
+        description="Ray dashboard (http://host:8265) ModelDeployments deploy to when spec.serving.address is empty.",
+    )
+    serve_http_host: str = Field(
+        default="0.0.0.0", description="Host the Serve proxy binds when tuneloop starts Serve on a cluster."
+    )
+    serve_http_port: int = Field(
+        default=8000, ge=1, le=65535, description="Port of the Serve proxy when tuneloop starts Serve on a cluster."
+    )
+    serve_traffic_root: str | None = Field(
+        default=None, description="Root of inference logs when spec.serving.trafficLogUri is empty "
+        "(default file://<storage root>/traffic)."
+    )
+    serve_rollout_poll_seconds: float = Field(
+        default=2.0, gt=0, le=600, description="How often a ModelDeployment rollout in progress is looked at."
+    )
     metrics_port: int = Field(default=8080, ge=0, le=65535, description="Prometheus /metrics port; 0 disables.")
     peering_name: str = Field(default="tuneloop", min_length=1, description="kopf peering object for HA.")
 

@@ -162,6 +162,21 @@ class RealKube:
             _content_type="application/json-patch+json",
         )
 
+    async def get_modeldeployment(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return await self._get_or_none(
+            f"get ModelDeployment {namespace}/{name}", self._custom.get_namespaced_custom_object,
+            constants.GROUP, constants.VERSION, namespace, constants.DEPLOYMENT_PLURAL, name,
+        )
+
+    async def write_modeldeployment_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        await self._call(
+            f"write status of ModelDeployment {namespace}/{name}",
+            self._custom.patch_namespaced_custom_object_status,
+            constants.GROUP, constants.VERSION, namespace, constants.DEPLOYMENT_PLURAL, name,
+            [{"op": "add", "path": "/status", "value": status}],
+            _content_type="application/json-patch+json",
+        )
+
     async def annotate_finetune(self, namespace: str, name: str, key: str, value: str) -> None:
         """Set one annotation (merge patch); a FineTune that no longer exists is not an error."""
         try:

@@ -23,6 +23,7 @@ from typing import Any, Protocol, TypeVar
 from tuneloop.api import constants
 from tuneloop.api.results import JobResult
 from tuneloop.operator.clients.errors import ClientError, Rejected, Unavailable
+from tuneloop.operator.logic.deploying import ModelLookup
 from tuneloop.operator.logic.plans import VersionInfo
 
 SYSTEM = "mlflow"
@@ -41,6 +42,13 @@ class Registry(Protocol):
                                tags: dict[str, str], description: str) -> VersionInfo: ...
     async def get_alias(self, tracking_uri: str, model: str, alias: str) -> VersionInfo | None: ...
     async def set_alias(self, tracking_uri: str, model: str, alias: str, version: str) -> None: ...
+
+
+class ModelResolver(Protocol):
+    """What the ModelDeployment controller needs from MLflow."""
+
+    async def lookup_model(self, tracking_uri: str, model: str, alias: str | None, version: str | None
+                           ) -> ModelLookup: ...
 
 
 def configure_http(timeout_seconds: float, retries: int) -> None:
@@ -187,3 +195,28 @@ class MlflowRegistry:
     async def set_alias(self, tracking_uri: str, model: str, alias: str, version: str) -> None:
         await self._call(f"set alias {alias!r} of {model!r} to version {version}",
                          lambda: self._client(tracking_uri).set_registered_model_alias(model, alias, version))
+
+    async def lookup_model(self, tracking_uri: str, model: str, alias: str | None, version: str | None
+                           ) -> ModelLookup:
+        """The version `alias` (or the pinned `version`) of `model` names, or — when there is none — which
+        versions and aliases exist, for a message that says what to use instead."""
+        def lookup() -> ModelLookup:
+            client = self._client(tracking_uri)
+            registered = self._none_if_missing(lambda: client.get_registered_model(model))
+            if registered is None:
+                return ModelLookup(None, model_exists=False)
+            aliases = {str(a): str(v) for a, v in (getattr(registered, "aliases", None) or {}).items()}
+            found: VersionInfo | None = None
+            if alias is not None and alias in aliases:
+                found = _info(client.get_model_version(model, aliases[alias]))
+            elif alias is None and version is not None:
+                mv = self._none_if_missing(lambda: client.get_model_version(model, version))
+                found = _info(mv) if mv is not None else None
+            if found is not None:
+                return ModelLookup(found, aliases=aliases)
+            versions = sorted((str(mv.version) for mv in client.search_model_versions(f"name = {_quote(model)}")),
+                              key=int)
+            return ModelLookup(None, versions=tuple(versions), aliases=aliases)
+
+        what = f"alias {alias!r}" if alias is not None else f"version {version}"
+        return await self._call(f"look up {what} of {model!r}", lookup)

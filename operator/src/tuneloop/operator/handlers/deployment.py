@@ -1,0 +1,77 @@
+"""kopf handlers of the ModelDeployment kind: one reconcile daemon per object, a nudge on change, a finalizer.
+
+As for FineTunes: create, update, resume and polling go down one path (the daemon calls
+`DeploymentReconciler.reconcile` in a loop and sleeps for the delay it returns; a new generation
+wakes it early), looks at one object never overlap, and handlers return None (kopf would write
+return values into status, where the schema prunes them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import logging
+from typing import Any
+
+import kopf
+
+from tuneloop.api import constants
+from tuneloop.operator.clients.errors import ClientError
+from tuneloop.operator.handlers.deployment_reconciler import DeploymentReconciler
+
+RESOURCE = (constants.GROUP, constants.VERSION, constants.DEPLOYMENT_PLURAL)
+
+
+def _reconciler(memo: kopf.Memo) -> DeploymentReconciler:
+    reconciler = getattr(memo, "deployment_reconciler", None)
+    if reconciler is None:
+        raise kopf.PermanentError("the operator did not start: its reconciler is missing (see start-up logs)")
+    return reconciler
+
+
+def _wake(memo: kopf.Memo) -> asyncio.Event:
+    if getattr(memo, "wake", None) is None:
+        memo.wake = asyncio.Event()
+    return memo.wake
+
+
+@kopf.daemon(*RESOURCE, id="reconcile", cancellation_timeout=2.0)
+async def reconcile_daemon(stopped: kopf.DaemonStopped, name: str, namespace: str, body: kopf.Body,
+                           memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
+    wake, reconciler = _wake(memo), _reconciler(memo)
+    memo.seen = body.meta.get("generation")
+    first_look: dict[str, Any] | None = copy.deepcopy(dict(body))
+    while not stopped:
+        wake.clear()
+        try:
+            delay = await reconciler.reconcile(namespace, name, first_look)
+        except ClientError as e:
+            logger.warning("reconcile failed, retrying in %.1fs: %s", reconciler.settings.poll_seconds, e)
+            delay = reconciler.settings.poll_seconds
+        except Exception:  # a bug must not stop the object's reconciliation for good
+            logger.exception("reconcile crashed, retrying in %.1fs", reconciler.settings.max_poll_seconds)
+            reconciler.metrics.errors.labels(system="operator").inc()
+            delay = reconciler.settings.max_poll_seconds
+        first_look = None
+        if stopped:
+            return
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(wake.wait(), timeout=delay)
+
+
+@kopf.on.event(*RESOURCE, id="nudge")
+async def nudge(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    generation = body.meta.get("generation")
+    if getattr(memo, "seen", None) != generation:
+        memo.seen = generation
+        _wake(memo).set()
+
+
+@kopf.on.delete(*RESOURCE, id="cleanup")
+async def cleanup(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    reconciler = _reconciler(memo)
+    try:
+        await reconciler.cleanup(dict(body))
+    except ClientError as e:
+        raise kopf.TemporaryError(f"cleanup failed, retrying: {e}", delay=reconciler.settings.poll_seconds) from e

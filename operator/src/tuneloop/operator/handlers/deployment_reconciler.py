@@ -1,0 +1,151 @@
+"""Gather → decide → act for one ModelDeployment, behind our client interfaces (no kopf here).
+
+`DeploymentReconciler.reconcile` reads the object, looks `spec.model` up in MLflow and our application
+up in Ray Serve, asks `logic.deploying.decide_deployment` for a plan, sends the application config
+when the plan says so (read-merge-write in `clients.serve`), posts the plan's Events, writes status
+only if it changed, and returns when to look again. Ray or MLflow unreachable is a wait
+(`decide_unavailable`), never an exception out of here. Deleting the object removes its application
+from Serve, leaving every other application as it is.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+from pydantic import ValidationError
+
+from tuneloop.api import conditions as c
+from tuneloop.api.deployment import ModelDeploymentSpec, ModelDeploymentStatus
+from tuneloop.operator.clients.errors import ClientError, Unavailable
+from tuneloop.operator.clients.kube import Events
+from tuneloop.operator.clients.mlflow import ModelResolver
+from tuneloop.operator.clients.serve import Serve
+from tuneloop.operator.logic import deploying, serveconfig
+from tuneloop.operator.logic.deploying import DeployObserved, DeployPlan, DeployPolicy
+from tuneloop.operator.metrics import Metrics
+from tuneloop.operator.settings import OperatorSettings
+
+log = logging.getLogger(__name__)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class DeploymentKube(Protocol):
+    async def get_modeldeployment(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+    async def write_modeldeployment_status(self, namespace: str, name: str, status: dict[str, Any]) -> None: ...
+
+
+class DeploymentReconciler:
+    """Level-based reconciliation of ModelDeployments; one instance serves every object."""
+
+    def __init__(self, kube: DeploymentKube, serve: Serve, registry: ModelResolver, events: Events,
+                 settings: OperatorSettings, metrics: Metrics | None = None,
+                 clock: Callable[[], datetime] = utcnow) -> None:
+        self.kube, self.serve, self.registry, self.events = kube, serve, registry, events
+        self.settings = settings
+        self.metrics = metrics or Metrics.disabled()
+        self.clock = clock
+        traffic_root = settings.serve_traffic_root or f"file://{settings.storage_root}/traffic"
+        self.policy = DeployPolicy(
+            poll_seconds=settings.poll_seconds, max_poll_seconds=settings.max_poll_seconds,
+            rollout_poll_seconds=settings.serve_rollout_poll_seconds,
+            app=serveconfig.AppSettings(traffic_root=traffic_root))
+
+    def address(self, spec: ModelDeploymentSpec) -> str | None:
+        return spec.serving.address or self.settings.serve_address
+
+    def tracking_uri(self, spec: ModelDeploymentSpec) -> str | None:
+        return spec.model.tracking_uri or self.settings.mlflow_tracking_uri
+
+    async def reconcile(self, namespace: str, name: str, body: dict[str, Any] | None = None) -> float | None:
+        """One look; returns seconds until the next (None: on change only)."""
+        if body is None:
+            body = await self.kube.get_modeldeployment(namespace, name)
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            return None
+        meta = body["metadata"]
+        status = ModelDeploymentStatus.model_validate(body.get("status") or {})
+        try:
+            spec = ModelDeploymentSpec.model_validate(body.get("spec") or {})
+        except ValidationError as e:
+            st = status.model_copy(deep=True)
+            st.phase, st.observed_generation = "Failed", meta.get("generation", 0)
+            st.conditions = c.set_condition(st.conditions, c.READY, "False", c.REASON_INVALID_SPEC,
+                                            f"spec does not match this operator's model: {e}", self.clock(),
+                                            st.observed_generation)
+            await self._write(body, status, DeployPlan(st))
+            return None
+        o = DeployObserved(namespace=meta["namespace"], name=meta["name"], generation=meta.get("generation", 0),
+                           spec=spec, status=status, now=self.clock(), address=self.address(spec),
+                           tracking_uri=self.tracking_uri(spec))
+        try:
+            o = await self.observe(o)
+            plan = deploying.decide_deployment(o, self.policy)
+            for action in plan.actions:
+                await self.serve.apply_app(action.address, action.app_name, action.config)
+        except ClientError as e:
+            self.metrics.errors.labels(system=e.system).inc()
+            reason = {"ray": c.REASON_RAY_UNAVAILABLE, "mlflow": c.REASON_REGISTRY_UNAVAILABLE}.get(e.system)
+            if reason is None:
+                raise
+            kind = "unreachable" if isinstance(e, Unavailable) else "refused the request"
+            plan = deploying.decide_unavailable(o, self.policy, reason,
+                                                f"{e.system} {kind}; retrying with backoff: {e}")
+        await self._write(body, status, plan)
+        log.debug("looked at %s/%s: %s, next look %s", namespace, name, plan.status.phase,
+                  "on change" if plan.requeue_seconds is None else f"in {plan.requeue_seconds:g}s")
+        return plan.requeue_seconds
+
+    async def observe(self, o: DeployObserved) -> DeployObserved:
+        if not o.tracking_uri or not o.address or o.spec.serving.mode != "ExistingCluster":
+            return o
+        ref = o.spec.model
+        lookup = await self.registry.lookup_model(o.tracking_uri, ref.name, ref.alias, ref.version)
+        if lookup.version is None:
+            return replace(o, lookup=lookup)
+        state = await self.serve.get_state(o.address)
+        app = state.apps.get(serveconfig.app_name(o.namespace, o.name))
+        host = urlsplit(o.address).hostname or "127.0.0.1"
+        if state.http_host not in (None, "0.0.0.0", "::", "127.0.0.1", "localhost"):
+            host = str(state.http_host)
+        port = state.http_port or self.settings.serve_http_port
+        return replace(o, lookup=lookup, app=app, endpoint_base=f"http://{host}:{port}")
+
+    async def _write(self, body: dict[str, Any], before: ModelDeploymentStatus, plan: DeployPlan) -> None:
+        """Events first, then status: the status write commits the step (as for FineTunes)."""
+        for event in plan.events:
+            await self.events.emit(body, event.type, event.reason, event.message)
+        after = plan.status
+        if after.to_k8s() != before.to_k8s():
+            meta = body["metadata"]
+            await self.kube.write_modeldeployment_status(meta["namespace"], meta["name"], after.to_k8s())
+
+    async def cleanup(self, body: dict[str, Any]) -> None:
+        """Remove our application from Serve (every other application stays). Raises ClientError to be
+        retried until the delete timeout; then gives up with a Warning so deletion never blocks forever."""
+        meta = body["metadata"]
+        try:
+            spec: ModelDeploymentSpec | None = ModelDeploymentSpec.model_validate(body.get("spec") or {})
+        except ValidationError:
+            spec = None
+        address = self.address(spec) if spec is not None else self.settings.serve_address
+        if not address or (spec is not None and spec.serving.mode != "ExistingCluster"):
+            return
+        name = serveconfig.app_name(meta["namespace"], meta["name"])
+        try:
+            await self.serve.apply_app(address, name, None)
+        except ClientError as e:
+            deleted_at = datetime.fromisoformat(str(meta.get("deletionTimestamp")).replace("Z", "+00:00"))
+            waited = (self.clock() - deleted_at).total_seconds()
+            if waited < self.settings.delete_timeout_seconds:
+                raise
+            await self.events.emit(body, "Warning", "CleanupAbandoned", c.truncate(
+                f"gave up removing Serve application {name} from {address} after {waited:.0f}s: {e}. "
+                f"Remove it by hand (PUT the config without it to {address}/api/serve/applications/)"))
