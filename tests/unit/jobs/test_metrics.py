@@ -56,3 +56,26 @@ def test_score_averages_and_skips_non_json_references_for_f1() -> None:
 
 def test_score_only_computes_requested_metrics() -> None:
     assert set(metrics.score(["a"], ["a"], ["exact_match"])) == {"exact_match"}
+
+
+@pytest.mark.parametrize(("prediction", "expected"), [
+    ('{"a": 1}', 1.0), ("[1, 2]", 1.0), ('"text"', 1.0), ('{"a": 1', 0.0), ("", 0.0), ("{'a': 1}", 0.0),
+])
+def test_answer_shape_without_a_schema_is_json_valid(prediction: str, expected: float) -> None:
+    assert metrics.answer_shape(prediction) == (metrics.json_valid(prediction), None) == (expected, None)
+
+
+SCHEMA = {"invoice_id": str, "total": float, "lines": object}
+
+
+@pytest.mark.parametrize(("prediction", "expected"), [
+    ('{"invoice_id": "A", "total": 1.5, "lines": []}', (1.0, 1.0)),
+    ('{"invoice_id": "A", "total": 2, "lines": null, "extra": 1}', (1.0, 1.0)),  # int for float; extra keys ok
+    ('{"invoice_id": "A", "lines": []}', (1.0, 0.0)),  # a key missing
+    ('{"invoice_id": 7, "total": 1.5, "lines": []}', (1.0, 0.0)),  # a wrong type
+    ('{"invoice_id": "A", "total": true, "lines": []}', (1.0, 0.0)),  # a bool is not a number here
+    ("[1]", (1.0, 0.0)),
+    ("not json", (0.0, 0.0)),
+])
+def test_answer_shape_with_a_schema(prediction: str, expected: tuple[float, float]) -> None:
+    assert metrics.answer_shape(prediction, SCHEMA) == expected

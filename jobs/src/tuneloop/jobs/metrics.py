@@ -9,7 +9,7 @@ monitors import it without torch or the operator. The tables in tests/unit/jobs/
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 # The answer metrics computed here (the job adds the answer-token loss, which needs the model).
@@ -29,6 +29,25 @@ def exact_match(prediction: str, reference: str) -> float:
 def json_valid(prediction: str) -> float:
     """1.0 when the answer parses as JSON."""
     return float(_parse(prediction) is not _INVALID)
+
+
+def answer_shape(prediction: str, schema: Mapping[str, type] | None = None) -> tuple[float, float | None]:
+    """(json_valid, schema_match) of one answer from one parse — label-free quality. schema_match is 1.0 when
+    the answer is a JSON object with every key of `schema`, each value of that key's type (`object`: any;
+    an integer passes for float), and None when no schema is given."""
+    value = _parse(prediction)
+    valid = float(value is not _INVALID)
+    if schema is None:
+        return valid, None
+    if not isinstance(value, dict):
+        return valid, 0.0
+    for key, expected in schema.items():
+        if key not in value:
+            return valid, 0.0
+        got = type(value[key])
+        if not (expected is object or got is expected or (expected is float and got is int)):
+            return valid, 0.0
+    return valid, 1.0
 
 
 def field_f1(prediction: str, reference: str) -> float | None:

@@ -117,11 +117,7 @@ def check(reference: Any, current: Any, config: CheckConfig | None = None, repor
                for c in wanted if c.needs_schema and not schema}
     tested = [c for c in wanted if c.name not in skipped]
     # Quality reads JSON validity and schema match from the same descriptor columns drift tests.
-    computed = list(tested)
-    for name in (cols.JSON_VALID, cols.SCHEMA_MATCH):
-        if cols.CATALOGUE[name] not in computed and (schema or not cols.CATALOGUE[name].needs_schema):
-            computed.append(cols.CATALOGUE[name])
-    descriptors = [cols.build_descriptor(c, schema) for c in computed]
+    descriptors = cols.build_descriptors(tested, schema)
     ref_ds, cur_ds = _dataset(ref, descriptors), _dataset(cur, descriptors)
     ref_frame, cur_frame = ref_ds.as_dataframe(), cur_ds.as_dataframe()
 
@@ -148,9 +144,9 @@ def check(reference: Any, current: Any, config: CheckConfig | None = None, repor
 def _dataset(frame: Any, descriptors: list[Any]) -> Any:
     from evidently import DataDefinition, Dataset
 
-    data = frame[[cols.PROMPT, cols.COMPLETION]].assign(**{cols.COMPLETION_TEXT: frame[cols.COMPLETION].fillna("")})
-    text = [cols.PROMPT, cols.COMPLETION, cols.COMPLETION_TEXT]
-    return Dataset.from_pandas(data, data_definition=DataDefinition(text_columns=text), descriptors=descriptors)
+    return Dataset.from_pandas(frame[[cols.PROMPT, cols.COMPLETION]],
+                               data_definition=DataDefinition(text_columns=[cols.PROMPT, cols.COMPLETION]),
+                               descriptors=descriptors)
 
 
 def _run_drift(tested: list[cols.MonitoredColumn], share_threshold: float, current: Any, reference: Any) -> Any:

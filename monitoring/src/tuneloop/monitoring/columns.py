@@ -12,8 +12,9 @@ Method per kind of column:
   side is all-yes, where chi-square and the z-test have an empty expected cell.
 
 Offline trap: OOVWordsPercentage and Sentiment call nltk.download at first use and fail without the
-internet; they are not offered. JSON validity is a custom descriptor over `jobs.metrics.json_valid`, the
-training evaluation's own function, so drift and label-free quality count the same thing.
+internet; they are not offered. JSON validity and schema match are one Evidently custom descriptor over
+`jobs.metrics.answer_shape` (the training metrics' own JSON parse, once per answer), so drift and
+label-free quality count the same thing. The schema is read off the reference answers (`infer_schema`).
 """
 
 from __future__ import annotations
@@ -28,9 +29,6 @@ PROMPT = "prompt"
 COMPLETION = "completion"
 JSON_VALID = "response_json_valid"
 SCHEMA_MATCH = "response_schema_match"
-# The completion with no answer as '' (answered() makes it None for the length descriptors):
-# JSONSchemaMatch calls json.loads on the value and fails on None.
-COMPLETION_TEXT = "completion_text"
 
 # How a method's score reads: a p-value drifts when BELOW the threshold, a distance when AT OR ABOVE it.
 SCORE_KINDS: dict[str, str] = {"ks": "p_value", "jensenshannon": "distance"}
@@ -68,9 +66,9 @@ CATALOGUE: dict[str, MonitoredColumn] = {c.name: c for c in (
     _numeric("response_length", COMPLETION, "TextLength"),
     _numeric("response_word_count", COMPLETION, "WordCount"),
     _numeric("response_non_letter_share", COMPLETION, "NonLetterCharacterPercentage"),
-    _yes_no(JSON_VALID, COMPLETION, "json_valid"),
+    _yes_no(JSON_VALID, COMPLETION, "answer_shape"),
     # Keys (and value types) every JSON-object answer of the reference has; absent when it has none.
-    _yes_no(SCHEMA_MATCH, COMPLETION, "JSONSchemaMatch", needs_schema=True),
+    _yes_no(SCHEMA_MATCH, COMPLETION, "answer_shape", needs_schema=True),
 )}
 
 # Three input and two output columns: a changed input template alone (3 of 5) crosses a 0.5 drift share.
@@ -102,27 +100,40 @@ def resolve(names: Iterable[str]) -> list[MonitoredColumn]:
     return out
 
 
-def json_valid_column(column: Any) -> Any:
-    """Evidently custom descriptor: `jobs.metrics.json_valid` per answer, as a yes/no column."""
+def answer_shape_descriptor(schema: Mapping[str, type] | None) -> Any:
+    """Evidently custom descriptor adding the yes/no columns `response_json_valid` and, with a schema,
+    `response_schema_match`, from one `jobs.metrics.answer_shape` parse per answer."""
     from evidently.core.datasets import DatasetColumn
+    from evidently.descriptors import CustomDescriptor
 
-    return DatasetColumn("cat", column.data.map(lambda text: bool(metrics.json_valid(text or ""))))
+    def answer_shape(dataset: Any) -> dict[str, Any]:
+        data = dataset.column(COMPLETION).data
+        shapes = [metrics.answer_shape(text or "", schema) for text in data.tolist()]
+        out = {JSON_VALID: DatasetColumn("cat", pd_series([v == 1.0 for v, _ in shapes], data.index))}
+        if schema is not None:
+            out[SCHEMA_MATCH] = DatasetColumn("cat", pd_series([m == 1.0 for _, m in shapes], data.index))
+        return out
+
+    return CustomDescriptor(answer_shape, alias="answer_shape")
 
 
-def build_descriptor(column: MonitoredColumn, schema: Mapping[str, type] | None) -> Any:
-    """The Evidently descriptor that computes `column`, aliased to its name."""
+def build_descriptors(tested: Sequence[MonitoredColumn], schema: Mapping[str, type] | None) -> list[Any]:
+    """The Evidently descriptors for the `tested` columns, aliased to their names, plus the answer-shape
+    descriptor that quality reads whether or not its columns are tested."""
     from evidently import descriptors as d
 
-    if column.descriptor == "json_valid":
-        return d.CustomColumnDescriptor(column.source, json_valid_column, alias=column.name)
-    if column.descriptor == "JSONSchemaMatch":
-        return d.JSONSchemaMatch(COMPLETION_TEXT, expected_schema=dict(schema or {}), validate_types=True,
-                                 alias=column.name)
     factories: dict[str, Callable[..., Any]] = {
         "TextLength": d.TextLength, "WordCount": d.WordCount,
         "NonLetterCharacterPercentage": d.NonLetterCharacterPercentage,
     }
-    return factories[column.descriptor](column.source, alias=column.name)
+    out = [factories[c.descriptor](c.source, alias=c.name) for c in tested if c.descriptor in factories]
+    return [*out, answer_shape_descriptor(schema)]
+
+
+def pd_series(values: list[bool], index: Any) -> Any:
+    import pandas as pd
+
+    return pd.Series(values, index=index, dtype=bool)
 
 
 def infer_schema(completions: Sequence[str | None]) -> dict[str, type] | None:
