@@ -15,7 +15,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export RAY_USAGE_STATS_ENABLED := 0
 export KUBE_VERSION
 
-.PHONY: help setup kube-apiserver helm argocd-health crds control-plane lint test test-unit test-api test-e2e bench bench-train bench-operator bench-serve demo base-model chart clean
+.PHONY: help setup kube-apiserver helm argocd-health crds control-plane lint test test-unit test-api test-e2e bench bench-train bench-operator bench-serve bench-monitor demo base-model chart clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -72,13 +72,16 @@ test-api: setup kube-apiserver helm ## Tests against the real kube-apiserver + e
 test-e2e: setup kube-apiserver ## Whole-loop stories with real Ray, MLflow and training
 	$(call pytest_ok5,tests/e2e)
 
-bench: bench-train bench-operator bench-serve ## All benchmarks (JSON in bench/results/)
+bench: bench-train bench-operator bench-serve bench-monitor ## All benchmarks (JSON in bench/results/)
 
 bench-train: setup ## Ray Train job vs a plain PEFT loop: tokens/s, start-up, peak memory
 	$(PY) bench/bench_train.py --out bench/results/train.json
 
 bench-serve: setup ## Ray Serve runtime: requests/s and p50/p99 with traffic logging on and off, drops under a burst
 	$(PY) bench/bench_serve.py --out bench/results/serve.json
+
+bench-monitor: setup ## A monitor check at 10k and 100k logged rows vs a bare Evidently call on the same frames
+	$(PY) bench/bench_monitor.py --out bench/results/monitor.json
 
 bench-operator: setup kube-apiserver ## Apply 100 and 500 FineTunes: apply->RayJob latency, operator RSS
 	$(PY) bench/bench_operator.py
