@@ -3,6 +3,7 @@ earned, Serve's failure states, waits; and the serve config's match and merge ru
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -139,9 +140,9 @@ CASES: dict[str, Case] = {
         message_has=("TUNELOOP_SERVE_ADDRESS",)),
     "no tracking URI anywhere": Case(
         observed(None, tracking=None), "Pending", ("False", "RegistryNotConfigured"), requeue=10),
-    "RayService path not implemented: terminal": Case(
+    "KServe runtime not implemented: terminal": Case(
         observed(found("2"), s=ModelDeploymentSpec.model_validate(
-            {"model": {"name": "inv", "alias": "champion"}, "serving": {"mode": "RayService"}})),
+            {"model": {"name": "inv", "alias": "champion"}, "serving": {"runtime": "KServe"}})),
         "Failed", ("False", "NotImplemented"), requeue=None),
 }
 
@@ -157,6 +158,7 @@ def test_decide_deployment(case: Case) -> None:
     if case.put:
         (action,) = plan.actions
         assert isinstance(action, PutApp) and action.app_name == "ns.md" and action.address == ADDRESS
+        assert st.rollout is not None
         assert st.rollout is not None and st.rollout.applied_time == NOW
         assert st.rollout.config_hash == serveconfig.config_hash(action.config)
     assert plan.requeue_seconds == case.requeue
@@ -241,3 +243,89 @@ def test_merge_keeps_every_other_application_and_replaces_ours() -> None:
 
 def test_cpu_quantities() -> None:
     assert [serveconfig.cpu_count(q) for q in (2, "1", "500m", "1.5")] == [2.0, 1.0, 0.5, 1.5]
+
+
+# --- RayService mode -------------------------------------------------------------------------
+
+RS_SPEC = ModelDeploymentSpec.model_validate({
+    "model": {"name": "inv", "alias": "champion"},
+    "serving": {"mode": "RayService", "replicas": 2, "resources": {"gpus": 1, "gpuType": "NVIDIA-L4", "cpu": "4",
+                "memory": "16Gi", "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists"}]}}})
+
+
+def rs_observed(rs: dict[str, Any] | None, st: ModelDeploymentStatus | None = None, version: str = "2"
+                ) -> DeployObserved:
+    return DeployObserved("ns", "md", 1, RS_SPEC, st or ModelDeploymentStatus(), NOW, None, MLFLOW, found(version),
+                          uid="uid-1", rayservice=rs)
+
+
+def kuberay(manifest: dict[str, Any], app_status: str, ready: str = "True", observed_generation: int = 1,
+            message: str = "") -> dict[str, Any]:
+    """The RayService as KubeRay leaves it: generation 1, our spec, its status."""
+    return {**manifest, "metadata": {**manifest["metadata"], "generation": 1},
+            "status": {"observedGeneration": observed_generation,
+                       "conditions": [{"type": "Ready", "status": ready}],
+                       "activeServiceStatus": {"applicationStatuses": {"ns.md": {"status": app_status,
+                                                                                 "message": message}}}}}
+
+
+def test_rayservice_manifest() -> None:
+    plan = deploying.decide_deployment(rs_observed(None), POLICY)
+    (action,) = plan.actions
+    assert isinstance(action, deploying.EnsureRayService) and plan.status.phase == "Deploying"
+    rs = action.manifest
+    assert (rs["apiVersion"], rs["kind"], rs["metadata"]["name"]) == ("ray.io/v1", "RayService", "md")
+    assert rs["metadata"]["ownerReferences"] == [{"apiVersion": "tuneloop.io/v1alpha1", "kind": "ModelDeployment",
+                                                  "name": "md", "uid": "uid-1", "controller": True,
+                                                  "blockOwnerDeletion": True}]
+    assert rs["metadata"]["labels"] == {"app.kubernetes.io/managed-by": "tuneloop", "tuneloop.io/modeldeployment": "md"}
+    (app,) = json.loads(rs["spec"]["serveConfigV2"])["applications"]
+    assert app == serveconfig.build_app("ns", "md", RS_SPEC, MLFLOW, "inv/2", None, POLICY.app)
+    (group,) = rs["spec"]["rayClusterConfig"]["workerGroupSpecs"]
+    assert (group["replicas"], group["minReplicas"], group["maxReplicas"]) == (2, 2, 2)
+    pod = group["template"]["spec"]
+    assert pod["containers"][0]["resources"]["limits"] == {"cpu": "4", "memory": "16Gi", "nvidia.com/gpu": "1"}
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-L4"}
+    assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists"}]
+    generator = {d["name"]: d for d in app["deployments"]}["Generator"]
+    assert generator["ray_actor_options"] == {"num_cpus": 4.0, "num_gpus": 1}
+
+
+def _manifest(version: str = "2") -> dict[str, Any]:
+    (action,) = deploying.decide_deployment(rs_observed(None, version=version), POLICY).actions
+    assert isinstance(action, deploying.EnsureRayService)
+    return action.manifest
+
+
+RS_CASES = {
+    "Ready and RUNNING with our config: Serving": (kuberay(_manifest(), "RUNNING"), "Serving", "Serving", False),
+    "RUNNING but KubeRay not Ready yet": (kuberay(_manifest(), "RUNNING", ready="False"), "Deploying", "Deploying",
+                                          False),
+    "KubeRay has not seen our write yet": (kuberay(_manifest(), "RUNNING", observed_generation=0), "Deploying",
+                                           "Deploying", False),
+    "DEPLOY_FAILED (KubeRay does not act on it)": (kuberay(_manifest(), "DEPLOY_FAILED", message="boom"), "Failed",
+                                                   "DeployFailed", False),
+    "UNHEALTHY": (kuberay(_manifest(), "UNHEALTHY"), "Failed", "Unhealthy", False),
+    "an older serveConfigV2: write ours": (kuberay(_manifest("1"), "RUNNING"), "Deploying", "Deploying", True),
+}
+
+
+@pytest.mark.parametrize(("rs", "phase", "reason", "write"), RS_CASES.values(), ids=list(RS_CASES))
+def test_rayservice_states(rs: dict[str, Any], phase: str, reason: str, write: bool) -> None:
+    plan = deploying.decide_deployment(rs_observed(rs, st=status(rollout="2")), POLICY)
+    ready = c.get_condition(plan.status.conditions, c.READY)
+    assert (plan.status.phase, ready.reason if ready else None, bool(plan.actions)) == (phase, reason, write)
+    if phase == "Serving":
+        assert plan.status.endpoint == "http://md-serve-svc.ns.svc:8000/ns/md"
+
+
+def test_rayservice_alias_move_keeps_args_and_the_cluster() -> None:
+    old = _manifest("1")
+    plan = deploying.decide_deployment(rs_observed(kuberay(old, "RUNNING"), st=status(served="1")), POLICY)
+    (action,) = plan.actions
+    assert isinstance(action, deploying.EnsureRayService)
+    new = action.manifest
+    assert new["spec"]["rayClusterConfig"] == old["spec"]["rayClusterConfig"]  # no new cluster
+    (before,), (after,) = (json.loads(m["spec"]["serveConfigV2"])["applications"] for m in (old, new))
+    assert after["args"] == before["args"] and after["args"]["default_model_id"] == "inv/1"
+    assert {d["name"]: d for d in after["deployments"]}["Ingress"]["user_config"] == {"default_model_id": "inv/2"}

@@ -69,7 +69,8 @@ class ServingSpec(ApiModel):
     mode: ServeMode = Field(
         default="ExistingCluster",
         description="ExistingCluster deploys a Serve application through the Ray dashboard at `address`; "
-        "RayService (KubeRay) is not implemented yet.",
+        "RayService creates an owned KubeRay RayService with its own cluster (workers sized from `resources`; "
+        "its image, the operator setting TUNELOOP_RAY_IMAGE, must contain tuneloop's serving package).",
     )
     address: str | None = Field(
         default=None,

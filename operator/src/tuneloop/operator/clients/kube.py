@@ -39,6 +39,28 @@ class Kube(Protocol):
     async def write_finetune_status(self, namespace: str, name: str, status: dict[str, Any]) -> None: ...
     async def ensure_configmap(self, body: dict[str, Any]) -> None: ...
     async def ensure_rayjob(self, body: dict[str, Any]) -> None: ...
+    async def get_rayservice(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return await self._get_or_none(
+            f"get RayService {namespace}/{name}", self._custom.get_namespaced_custom_object,
+            RAY_GROUP, RAY_VERSION, namespace, "rayservices", name,
+        )
+
+    async def apply_rayservice(self, body: dict[str, Any]) -> None:
+        """Create the RayService, or replace its whole spec (a JSON patch: no stale keys merged in)."""
+        meta = body["metadata"]
+        what = f"RayService {meta['namespace']}/{meta['name']}"
+        try:
+            await self._call(f"create {what}", self._custom.create_namespaced_custom_object,
+                             RAY_GROUP, RAY_VERSION, meta["namespace"], "rayservices", body)
+            return
+        except Rejected as e:
+            if not (isinstance(e.__cause__, ApiException) and e.__cause__.status == 409):
+                raise
+        await self._call(f"update the spec of {what}", self._custom.patch_namespaced_custom_object,
+                         RAY_GROUP, RAY_VERSION, meta["namespace"], "rayservices", meta["name"],
+                         [{"op": "replace", "path": "/spec", "value": body["spec"]}],
+                         _content_type="application/json-patch+json")
+
     async def get_rayjob(self, namespace: str, name: str) -> dict[str, Any] | None: ...
     async def delete_rayjob(self, namespace: str, name: str) -> None: ...
     async def delete_children(self, namespace: str, label_selector: str, owner_uid: str) -> int: ...
@@ -205,6 +227,28 @@ class RealKube:
         await self._ensure(f"create RayJob {meta['namespace']}/{meta['name']}",
                            self._custom.create_namespaced_custom_object,
                            RAY_GROUP, RAY_VERSION, meta["namespace"], RAYJOB_PLURAL, body)
+
+    async def get_rayservice(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return await self._get_or_none(
+            f"get RayService {namespace}/{name}", self._custom.get_namespaced_custom_object,
+            RAY_GROUP, RAY_VERSION, namespace, "rayservices", name,
+        )
+
+    async def apply_rayservice(self, body: dict[str, Any]) -> None:
+        """Create the RayService, or replace its whole spec (a JSON patch: no stale keys merged in)."""
+        meta = body["metadata"]
+        what = f"RayService {meta['namespace']}/{meta['name']}"
+        try:
+            await self._call(f"create {what}", self._custom.create_namespaced_custom_object,
+                             RAY_GROUP, RAY_VERSION, meta["namespace"], "rayservices", body)
+            return
+        except Rejected as e:
+            if not (isinstance(e.__cause__, ApiException) and e.__cause__.status == 409):
+                raise
+        await self._call(f"update the spec of {what}", self._custom.patch_namespaced_custom_object,
+                         RAY_GROUP, RAY_VERSION, meta["namespace"], "rayservices", meta["name"],
+                         [{"op": "replace", "path": "/spec", "value": body["spec"]}],
+                         _content_type="application/json-patch+json")
 
     async def get_rayjob(self, namespace: str, name: str) -> dict[str, Any] | None:
         return await self._get_or_none(

@@ -25,8 +25,8 @@ from tuneloop.operator.clients.errors import ClientError, Unavailable
 from tuneloop.operator.clients.kube import Events
 from tuneloop.operator.clients.mlflow import ModelResolver
 from tuneloop.operator.clients.serve import Serve
-from tuneloop.operator.logic import deploying, serveconfig
-from tuneloop.operator.logic.deploying import DeployObserved, DeployPlan, DeployPolicy
+from tuneloop.operator.logic import deploying, rayservice, serveconfig
+from tuneloop.operator.logic.deploying import DeployObserved, DeployPlan, DeployPolicy, EnsureRayService
 from tuneloop.operator.metrics import Metrics
 from tuneloop.operator.settings import OperatorSettings
 
@@ -40,6 +40,8 @@ def utcnow() -> datetime:
 class DeploymentKube(Protocol):
     async def get_modeldeployment(self, namespace: str, name: str) -> dict[str, Any] | None: ...
     async def write_modeldeployment_status(self, namespace: str, name: str, status: dict[str, Any]) -> None: ...
+    async def get_rayservice(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+    async def apply_rayservice(self, body: dict[str, Any]) -> None: ...
 
 
 class DeploymentReconciler:
@@ -56,7 +58,8 @@ class DeploymentReconciler:
         self.policy = DeployPolicy(
             poll_seconds=settings.poll_seconds, max_poll_seconds=settings.max_poll_seconds,
             rollout_poll_seconds=settings.serve_rollout_poll_seconds,
-            app=serveconfig.AppSettings(traffic_root=traffic_root))
+            app=serveconfig.AppSettings(traffic_root=traffic_root), ray_image=settings.ray_image,
+            ray_head_cpu=settings.ray_head_cpu, ray_head_memory=settings.ray_head_memory)
 
     def address(self, spec: ModelDeploymentSpec) -> str | None:
         return spec.serving.address or self.settings.serve_address
@@ -84,12 +87,15 @@ class DeploymentReconciler:
             return None
         o = DeployObserved(namespace=meta["namespace"], name=meta["name"], generation=meta.get("generation", 0),
                            spec=spec, status=status, now=self.clock(), address=self.address(spec),
-                           tracking_uri=self.tracking_uri(spec))
+                           tracking_uri=self.tracking_uri(spec), uid=meta.get("uid", ""))
         try:
             o = await self.observe(o)
             plan = deploying.decide_deployment(o, self.policy)
             for action in plan.actions:
-                await self.serve.apply_app(action.address, action.app_name, action.config)
+                if isinstance(action, EnsureRayService):
+                    await self.kube.apply_rayservice(action.manifest)
+                else:
+                    await self.serve.apply_app(action.address, action.app_name, action.config)
         except ClientError as e:
             self.metrics.errors.labels(system=e.system).inc()
             reason = {"ray": c.REASON_RAY_UNAVAILABLE, "mlflow": c.REASON_REGISTRY_UNAVAILABLE}.get(e.system)
@@ -104,12 +110,17 @@ class DeploymentReconciler:
         return plan.requeue_seconds
 
     async def observe(self, o: DeployObserved) -> DeployObserved:
-        if not o.tracking_uri or not o.address or o.spec.serving.mode != "ExistingCluster":
+        on_kuberay = o.spec.serving.mode == "RayService"
+        if not o.tracking_uri or not (o.address or on_kuberay) or o.spec.serving.runtime != "RayServe":
             return o
         ref = o.spec.model
         lookup = await self.registry.lookup_model(o.tracking_uri, ref.name, ref.alias, ref.version)
         if lookup.version is None:
             return replace(o, lookup=lookup)
+        if on_kuberay:
+            obj = await self.kube.get_rayservice(o.namespace, rayservice.rayservice_name(o.name))
+            return replace(o, lookup=lookup, rayservice=obj)
+        assert o.address is not None
         state = await self.serve.get_state(o.address)
         app = state.apps.get(serveconfig.app_name(o.namespace, o.name))
         host = urlsplit(o.address).hostname or "127.0.0.1"
@@ -137,7 +148,7 @@ class DeploymentReconciler:
             spec = None
         address = self.address(spec) if spec is not None else self.settings.serve_address
         if not address or (spec is not None and spec.serving.mode != "ExistingCluster"):
-            return
+            return  # a RayService is owned by the ModelDeployment: the garbage collector deletes it
         name = serveconfig.app_name(meta["namespace"], meta["name"])
         try:
             await self.serve.apply_app(address, name, None)

@@ -19,7 +19,7 @@ Rules:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -31,7 +31,7 @@ from tuneloop.api.deployment import (
     RolloutRecord,
     RolloutStatus,
 )
-from tuneloop.operator.logic import serveconfig, waiting
+from tuneloop.operator.logic import rayservice, serveconfig, waiting
 from tuneloop.operator.logic.plans import Event, VersionInfo
 
 HISTORY_LIMIT = 20
@@ -46,6 +46,9 @@ class DeployPolicy:
     max_poll_seconds: float = 120.0  # backoff ceiling of waits, and of their Warning events
     rollout_poll_seconds: float = 2.0  # how often a rollout in progress is looked at
     app: serveconfig.AppSettings = field(default_factory=lambda: serveconfig.AppSettings("file:///var/lib/tuneloop"))
+    ray_image: str = "rayproject/ray:2.60.0-py311"  # RayService pods: an image with tuneloop's serving package
+    ray_head_cpu: str = "2"
+    ray_head_memory: str = "8Gi"
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,9 @@ class ServeApp:
     last_deployed_time_s: float | None = None
     deployed_app_config: dict[str, Any] | None = None
     ready_replicas: int = 0  # RUNNING replicas of the Generator
+    # Whether the deploy Serve reports came after our last write, where the reporter knows it (RayService:
+    # KubeRay's observedGeneration); None: judged from last_deployed_time_s against status.rollout.appliedTime.
+    deployed_after_send: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -82,6 +88,8 @@ class DeployObserved:
     lookup: ModelLookup | None = None  # None: not looked up (nothing to look up with)
     app: ServeApp | None = None  # None: Serve has no application of ours
     endpoint_base: str | None = None  # http://host:port of the Serve proxy
+    uid: str = ""
+    rayservice: dict[str, Any] | None = None  # RayService mode: our RayService as the apiserver has it
 
 
 @dataclass(frozen=True)
@@ -94,9 +102,19 @@ class PutApp:
 
 
 @dataclass(frozen=True)
+class EnsureRayService:
+    """Create our RayService, or replace its spec (RayService mode)."""
+
+    manifest: dict[str, Any]
+
+
+Action = PutApp | EnsureRayService
+
+
+@dataclass(frozen=True)
 class DeployPlan:
     status: ModelDeploymentStatus
-    actions: tuple[PutApp, ...] = ()
+    actions: tuple[Action, ...] = ()
     events: tuple[Event, ...] = ()
     requeue_seconds: float | None = None
 
@@ -149,10 +167,9 @@ def decide_unavailable(o: DeployObserved, p: DeployPolicy, reason: str, message:
 def decide_deployment(o: DeployObserved, p: DeployPolicy) -> DeployPlan:
     st = _start(o)
     ref = o.spec.model
-    if o.spec.serving.mode != "ExistingCluster" or o.spec.serving.runtime != "RayServe":
-        what = (f"spec.serving.mode {o.spec.serving.mode}" if o.spec.serving.mode != "ExistingCluster"
-                else f"spec.serving.runtime {o.spec.serving.runtime}")
-        message = f"{what} is not implemented by this operator yet; use mode ExistingCluster with runtime RayServe"
+    if o.spec.serving.runtime != "RayServe":
+        message = (f"spec.serving.runtime {o.spec.serving.runtime} is not implemented by this operator yet; "
+                   "use RayServe")
         st.phase, st.waiting = "Failed", None
         st.conditions = c.set_condition(st.conditions, c.READY, "False", c.REASON_NOT_IMPLEMENTED, message, o.now,
                                         o.generation)
@@ -160,7 +177,8 @@ def decide_deployment(o: DeployObserved, p: DeployPolicy) -> DeployPlan:
     if not o.tracking_uri:
         return _with_events(o, _wait(o, p, st, c.REASON_REGISTRY_NOT_CONFIGURED, (
             "spec.model.trackingUri is empty and the operator has no TUNELOOP_MLFLOW_TRACKING_URI: set one")))
-    if not o.address:
+    on_kuberay = o.spec.serving.mode == "RayService"
+    if not o.address and not on_kuberay:
         return _with_events(o, _wait(o, p, st, c.REASON_RAY_NOT_CONFIGURED, (
             "spec.serving.address is empty and the operator has no TUNELOOP_SERVE_ADDRESS: set the Ray "
             "dashboard address (http://host:8265)")))
@@ -177,8 +195,11 @@ def decide_deployment(o: DeployObserved, p: DeployPolicy) -> DeployPlan:
     st.conditions = c.set_condition(st.conditions, c.MODEL_RESOLVED, "True", c.REASON_RESOLVED,
                                     f"{ref.name} {how} → version {version}", o.now, o.generation)
     st.waiting = None
-    app = o.app if o.app is not None and o.app.status != "DELETING" else None
-    deployed = app.deployed_app_config if app is not None else None
+    if on_kuberay:
+        deployed = rayservice.deployed_app(o.rayservice)
+    else:
+        app = o.app if o.app is not None and o.app.status != "DELETING" else None
+        deployed = app.deployed_app_config if app is not None else None
     try:
         config = serveconfig.build_app(o.namespace, o.name, o.spec, o.tracking_uri, wanted_id,
                                        serveconfig.first_model_id(deployed), p.app)
@@ -189,6 +210,16 @@ def decide_deployment(o: DeployObserved, p: DeployPolicy) -> DeployPlan:
                                         o.generation)
         return _with_events(o, DeployPlan(st))
     digest = serveconfig.config_hash(config)
+    action: Action
+    if on_kuberay:
+        defaults = rayservice.RayServiceDefaults(p.ray_image, p.ray_head_cpu, p.ray_head_memory)
+        manifest = rayservice.build_rayservice(o.namespace, o.name, o.uid, o.spec, config, defaults)
+        app = rayservice.observe_rayservice(o.rayservice, manifest, config["name"])
+        o = replace(o, endpoint_base=rayservice.endpoint_base(o.namespace, o.name))
+        action = EnsureRayService(manifest)
+    else:
+        assert o.address is not None
+        action = PutApp(o.address, config["name"], config)
     rollout = st.rollout if st.rollout is not None and st.rollout.version == version else None
     start_time = rollout.start_time if rollout is not None else o.now
 
@@ -197,12 +228,15 @@ def decide_deployment(o: DeployObserved, p: DeployPolicy) -> DeployPlan:
     if app is None or not serveconfig.matches(config, deployed):
         st.rollout = RolloutStatus(version=version, model_id=wanted_id, start_time=start_time, applied_time=o.now,
                                    config_hash=digest)
-        return _with_events(o, _rolling(o, st, version, "sent to Ray Serve", p,
-                                        (PutApp(o.address, config["name"], config),)))
+        what = "written to the RayService" if on_kuberay else "sent to Ray Serve"
+        return _with_events(o, _rolling(o, st, version, what, p, (action,)))
     assert app is not None
 
     applied = st.rollout.applied_time if st.rollout is not None and st.rollout.config_hash == digest else None
-    fresh = applied is None or (app.last_deployed_time_s or 0.0) >= applied.timestamp()
+    if app.deployed_after_send is not None:
+        fresh = app.deployed_after_send
+    else:
+        fresh = applied is None or (app.last_deployed_time_s or 0.0) >= applied.timestamp()
     if app.status == "RUNNING" and fresh:
         return _with_events(o, _serving(o, st, version, app, p))
     if app.status in ("DEPLOY_FAILED", "UNHEALTHY"):
@@ -221,7 +255,7 @@ def decide_deployment(o: DeployObserved, p: DeployPolicy) -> DeployPlan:
 
 
 def _rolling(o: DeployObserved, st: ModelDeploymentStatus, version: str, what: str, p: DeployPolicy,
-             actions: tuple[PutApp, ...]) -> DeployPlan:
+             actions: tuple[Action, ...]) -> DeployPlan:
     message = f"version {version} {what}; waiting for RUNNING with this config"
     st.conditions = c.set_condition(st.conditions, c.ROLLING_OUT, "True", c.REASON_DEPLOYING, message, o.now,
                                     o.generation)
