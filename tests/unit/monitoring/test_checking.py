@@ -184,3 +184,16 @@ def test_summary_is_json_ready(in_distribution: summary.MonitorSummary) -> None:
     data = json.loads(json.dumps(in_distribution.to_dict()))
     assert data["verdict"] == "Healthy" and len(data["columns"]) == len(columns.DEFAULT_COLUMNS)
     assert data["drifted_columns"] == in_distribution.drifted_columns
+
+
+def test_drift_on_a_capped_sample_still_drifts_and_quality_counts_every_answer() -> None:
+    current = traffic.frame(400, seed=10, template=traffic.DRIFTED_TEMPLATE)
+    current.loc[:39, "completion"] = "not json"  # 40 of 400: json_valid is 0.9 exactly, whatever the sample
+    capped = checking.CheckConfig(min_samples=100, quality_metric="json_valid", max_drift_rows=150)
+    result = checking.check(REFERENCE, current, capped)
+    assert (result.samples, result.drift_rows) == (400, 150)
+    assert result.drift_detected is True
+    assert result.quality is not None and result.quality.value == pytest.approx(0.9)
+    # Seeded: the same window gives the same figures.
+    again = checking.check(REFERENCE, current, capped)
+    assert [c.score for c in again.columns] == [c.score for c in result.columns]

@@ -76,7 +76,9 @@ def test_the_report_and_summary_are_logged_on_a_run_of_their_own(store: tuple[st
     html = local.read_text()
     assert "prompt_length" in html and len(html) > 10_000
     client = MlflowClient(tracking_uri=uri)
-    runs = client.search_runs([client.get_experiment_by_name("tuneloop-monitor/ns/invoices").experiment_id])
+    experiment = client.get_experiment_by_name("tuneloop-monitor/ns/invoices")
+    assert experiment is not None
+    runs = client.search_runs([experiment.experiment_id])
     assert len(runs) == 1
     run = runs[0]
     assert artifact.startswith(run.info.artifact_uri)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+from typing import Any
 
 VENDORS = ("Acme", "Globex Corporation", "Initech", "Umbrella Health Ltd", "Stark Industries", "Wayne Enterprises")
 TEMPLATE = "Invoice {inv} from {vendor}, dated {date}. Total due: {total} EUR. {note}"
@@ -27,7 +28,7 @@ def rows(n: int, seed: int, template: str = TEMPLATE) -> list[dict[str, str]]:
     return out
 
 
-def frame(n: int, seed: int, template: str = TEMPLATE) -> object:
+def frame(n: int, seed: int, template: str = TEMPLATE) -> Any:
     import pandas as pd
 
     return pd.DataFrame(rows(n, seed, template))

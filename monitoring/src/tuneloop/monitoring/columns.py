@@ -12,9 +12,10 @@ Method per kind of column:
   side is all-yes, where chi-square and the z-test have an empty expected cell.
 
 Offline trap: OOVWordsPercentage and Sentiment call nltk.download at first use and fail without the
-internet; they are not offered. JSON validity and schema match are one Evidently custom descriptor over
-`jobs.metrics.answer_shape` (the training metrics' own JSON parse, once per answer), so drift and
-label-free quality count the same thing. The schema is read off the reference answers (`infer_schema`).
+internet; they are not offered. JSON validity and schema match come from `jobs.metrics.answer_shape` (the
+training metrics' own JSON parse, once per answer) and are drift-tested by Evidently as categorical
+columns, so drift and label-free quality count the same thing. The schema is read off the reference
+answers (`infer_schema`).
 """
 
 from __future__ import annotations
@@ -100,40 +101,27 @@ def resolve(names: Iterable[str]) -> list[MonitoredColumn]:
     return out
 
 
-def answer_shape_descriptor(schema: Mapping[str, type] | None) -> Any:
-    """Evidently custom descriptor adding the yes/no columns `response_json_valid` and, with a schema,
-    `response_schema_match`, from one `jobs.metrics.answer_shape` parse per answer."""
-    from evidently.core.datasets import DatasetColumn
-    from evidently.descriptors import CustomDescriptor
-
-    def answer_shape(dataset: Any) -> dict[str, Any]:
-        data = dataset.column(COMPLETION).data
-        shapes = [metrics.answer_shape(text or "", schema) for text in data.tolist()]
-        out = {JSON_VALID: DatasetColumn("cat", pd_series([v == 1.0 for v, _ in shapes], data.index))}
-        if schema is not None:
-            out[SCHEMA_MATCH] = DatasetColumn("cat", pd_series([m == 1.0 for _, m in shapes], data.index))
-        return out
-
-    return CustomDescriptor(answer_shape, alias="answer_shape")
+def answer_shapes(completions: Sequence[str | None], schema: Mapping[str, type] | None) -> dict[str, list[bool]]:
+    """The yes/no columns `response_json_valid` and, with a schema, `response_schema_match`, from one
+    `jobs.metrics.answer_shape` parse per answer. Computed on the whole window (quality counts every
+    answer) and handed to Evidently as categorical columns for the drift test."""
+    shapes = [metrics.answer_shape(text or "", schema) for text in completions]
+    out = {JSON_VALID: [valid == 1.0 for valid, _ in shapes]}
+    if schema is not None:
+        out[SCHEMA_MATCH] = [match == 1.0 for _, match in shapes]
+    return out
 
 
-def build_descriptors(tested: Sequence[MonitoredColumn], schema: Mapping[str, type] | None) -> list[Any]:
-    """The Evidently descriptors for the `tested` columns, aliased to their names, plus the answer-shape
-    descriptor that quality reads whether or not its columns are tested."""
+def build_descriptors(tested: Sequence[MonitoredColumn]) -> list[Any]:
+    """Evidently's descriptors for the `tested` text columns, aliased to their names (the answer-shape
+    columns come precomputed, see `answer_shapes`)."""
     from evidently import descriptors as d
 
     factories: dict[str, Callable[..., Any]] = {
         "TextLength": d.TextLength, "WordCount": d.WordCount,
         "NonLetterCharacterPercentage": d.NonLetterCharacterPercentage,
     }
-    out = [factories[c.descriptor](c.source, alias=c.name) for c in tested if c.descriptor in factories]
-    return [*out, answer_shape_descriptor(schema)]
-
-
-def pd_series(values: list[bool], index: Any) -> Any:
-    import pandas as pd
-
-    return pd.Series(values, index=index, dtype=bool)
+    return [factories[c.descriptor](c.source, alias=c.name) for c in tested if c.descriptor in factories]
 
 
 def infer_schema(completions: Sequence[str | None]) -> dict[str, type] | None:

@@ -63,6 +63,7 @@ class MonitorSummary:
     columns: tuple[ColumnDrift, ...]
     quality: Quality | None
     skipped_columns: dict[str, str] = field(default_factory=dict)
+    drift_rows: int = 0  # current rows the drift test used (a seeded sample of `samples` when over the cap)
     report_path: str | None = None
     seconds: float = 0.0
 
