@@ -151,8 +151,10 @@ def complete(url: str, **body: Any) -> tuple[int, Any]:
 def test_follows_champion_and_answers_completions(stack: Stack) -> None:
     v1, _ = stack.versions
     stack.set_champion(v1)
+    started = time.monotonic()
     stack.create("inv", {"alias": "champion"})
     st = stack.wait("inv", serving(v1), "serving version 1")
+    print(f"FIGURE first deploy to Ready: {time.monotonic() - started:.1f}s")
     assert st["endpoint"] == f"http://127.0.0.1:{stack.serve_port}/{stack.ns}/inv"
     assert st["readyReplicas"] == 1 and st["observedGeneration"] == 1 and st["phase"] == "Serving"
     assert cond(st, "ModelResolved")["status"] == "True" and cond(st, "RollingOut")["status"] == "False"
@@ -195,13 +197,16 @@ def test_moving_champion_switches_with_no_failed_request(stack: Stack) -> None:
     try:
         wait_for(lambda: len(results) >= 3, 120, "requests before the move")
         stack.set_champion(v2)
+        moved = time.monotonic()
         st = stack.wait("inv", serving(v2), "serving version 2 after the alias move")
+        print(f"FIGURE alias move to servedVersion 2: {time.monotonic() - moved:.1f}s")
         seen = len(results)
         wait_for(lambda: len(results) >= seen + 5, 120, "requests after the switch")
     finally:
         stop.set()
         thread.join(timeout=120)
     failed = [r for r in results if r[0] != 200]
+    print(f"FIGURE requests during the switch: {len(results)}, failed: {len(failed)}")
     assert not failed, f"{len(failed)} of {len(results)} requests failed: {failed[:5]}"
     models = [m for _, m in results]
     switch = models.index(f"{MODEL_NAME}/{v2}")
