@@ -220,6 +220,25 @@ def model_deployment(name: str, model: str, tracking_uri: str, serve_address: st
                      "monitoring": {"enabled": False}}}
 
 
+# Only where no RayService CRD is installed yet (KubeRay's own, or a fuller test fixture, wins).
+RAYSERVICE_CRD = {
+    "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+    "metadata": {"name": "rayservices.ray.io"},
+    "spec": {"group": "ray.io", "scope": "Namespaced",
+             "names": {"kind": "RayService", "plural": "rayservices", "singular": "rayservice",
+                       "listKind": "RayServiceList"},
+             "versions": [{"name": "v1", "served": True, "storage": True, "subresources": {"status": {}},
+                           "schema": {"openAPIV3Schema": {"type": "object",
+                                                          "x-kubernetes-preserve-unknown-fields": True}}}]},
+}
+
+
+def ensure_rayservice_crd(control_plane) -> None:
+    if control_plane.kubectl("get", "crd", "rayservices.ray.io", check=False).returncode != 0:
+        control_plane.kubectl("apply", "--server-side", "-f", "-", input_text=yaml.safe_dump(RAYSERVICE_CRD))
+    control_plane.kubectl("wait", "--for=condition=Established", "--timeout=30s", "crd/rayservices.ray.io")
+
+
 def md_status(api_client, namespace: str, name: str) -> dict[str, Any]:
     return k8s.CustomObjectsApi(api_client).get_namespaced_custom_object(
         constants.GROUP, constants.VERSION, namespace, constants.DEPLOYMENT_PLURAL, name).get("status") or {}
@@ -231,6 +250,7 @@ def md_status(api_client, namespace: str, name: str) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def installed(control_plane, api_client, rayjob_crd, tmp_path_factory) -> dict[str, Any]:
     """The chart with its defaults (every namespace, ClusterRole) applied server-side."""
+    ensure_rayservice_crd(control_plane)
     docs = chart.template(KUBE_VERSION, release=RELEASE, namespace=RELEASE_NS)
     try:
         create_namespace(api_client, RELEASE_NS)
@@ -298,6 +318,27 @@ def test_the_operator_runs_a_finetune_through_its_life_with_the_charts_serviceac
         assert serve.apps == {}, "deleting the ModelDeployment left its Serve application"
     finally:
         serve.close()
+
+    # RayService mode: the operator creates the RayService (KubeRay would run it) and replaces its spec
+    # when the ModelDeployment's changes.
+    body = model_deployment("kuberay", model, uri, "", installed["workdir"])
+    body["spec"]["serving"] = {"mode": "RayService", "replicas": 1, "resources": {"cpu": "1"},
+                               "trafficLogUri": f"file://{installed['workdir'] / 'traffic'}"}
+    mds.create_namespaced_custom_object(constants.GROUP, constants.VERSION, cluster.ns, constants.DEPLOYMENT_PLURAL,
+                                        body)
+    def rayservices() -> list[dict[str, Any]]:
+        return mds.list_namespaced_custom_object("ray.io", "v1", cluster.ns, "rayservices")["items"]
+
+    [rs] = wait_for(rayservices, 60, "RayService created")
+    mds.patch_namespaced_custom_object(constants.GROUP, constants.VERSION, cluster.ns, constants.DEPLOYMENT_PLURAL,
+                                       "kuberay", {"spec": {"serving": {"replicas": 2}}})
+    wait_for(lambda: rayservices()[0]["metadata"]["generation"] > rs["metadata"]["generation"], 60,
+             "RayService spec replaced")
+    mds.delete_namespaced_custom_object(constants.GROUP, constants.VERSION, cluster.ns, constants.DEPLOYMENT_PLURAL,
+                                        "kuberay")
+    wait_for(lambda: not mds.list_namespaced_custom_object(constants.GROUP, constants.VERSION, cluster.ns,
+                                                           constants.DEPLOYMENT_PLURAL)["items"],
+             60, "RayService-mode ModelDeployment deleted (finalizer removed)")
 
     # Deletion: the operator deletes its RayJob and ConfigMap itself (this control plane has no garbage
     # collector) and removes its finalizer.

@@ -70,6 +70,8 @@ ClusterRole (all namespaces) and the per-namespace Roles.
   - finetunes/status patch: the reconciler's status write (JSON patch of /status).
   - modeldeployments get/list/watch/patch, modeldeployments/status patch: the same for ModelDeployments.
   - rayjobs create/get/list/delete: launch a run, observe it, delete a stopped or deleted FineTune's jobs.
+  - rayservices get/create/patch: a RayService-mode ModelDeployment's RayService, its spec replaced when
+    it differs (deleted with the ModelDeployment by its ownerReference, so no delete).
   - configmaps create/list/delete: the run's spec ConfigMap, and its removal with the FineTune.
   - events create: transition Events (ours, awaited) and kopf's handler Events.
 No Secrets, no Pods, no watch on children, nothing cluster-scoped.
@@ -90,6 +92,9 @@ No Secrets, no Pods, no watch on children, nothing cluster-scoped.
 - apiGroups: [ray.io]
   resources: [rayjobs]
   verbs: [get, list, create, delete]
+- apiGroups: [ray.io]
+  resources: [rayservices]
+  verbs: [get, create, patch]
 - apiGroups: [""]
   resources: [configmaps]
   verbs: [list, create, delete]
