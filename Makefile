@@ -15,7 +15,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export RAY_USAGE_STATS_ENABLED := 0
 export KUBE_VERSION
 
-.PHONY: help setup kube-apiserver helm argocd-health crds control-plane lint test test-unit test-api test-e2e bench bench-train bench-operator bench-serve bench-monitor demo base-model chart clean
+.PHONY: help setup kube-apiserver helm argocd-health crds docs control-plane lint test test-unit test-api test-e2e bench bench-train bench-operator bench-serve bench-monitor demo base-model chart clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -40,8 +40,13 @@ kube-apiserver: ## Build kube-apiserver v$(KUBE_VERSION) from Go modules once (c
 promtool: ## Fetch promtool from the pinned Debian prometheus package once (cached in ~/.cache/tuneloop; the rules tests do this too)
 	@bash hack/get-promtool.sh
 
-crds: setup ## Regenerate crds/*.yaml from the API models
+crds: setup ## Regenerate crds/*.yaml from the API models (and what is generated from them: make chart, make docs)
 	$(PY) -m tuneloop.api.crdgen crds
+	$(PY) -m tuneloop.devenv.chart
+	$(PY) -m tuneloop.devenv.docs
+
+docs: setup ## Regenerate docs/reference (CRD fields and operator settings) from the models
+	$(PY) -m tuneloop.devenv.docs
 
 chart: setup ## Regenerate the chart's generated files (CRD templates, rules, values schema) and examples/gitops/argocd-cm.yaml
 	$(PY) -m tuneloop.devenv.chart
