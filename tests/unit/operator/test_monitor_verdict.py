@@ -86,3 +86,28 @@ def test_messages_name_the_figures() -> None:
     assert drift is not None and "0.60 >= threshold 0.50" in drift.message and drift.reason == "DriftShareOverThreshold"
     assert quality is not None and "exact_match 0.300 < minimum 0.600" in quality.message
     assert "3 breach(es) in a row of 3" in quality.message and quality.observed_generation is None
+
+
+def test_a_check_that_cannot_run_is_monitor_stale_and_changes_nothing_else() -> None:
+    before = mv.decide_monitor_verdict(w(drift_share=0.8, quality=0.1), SPEC, [], 2, EARLIER)
+    failed = mv.decide_monitor_failure(c.REASON_REGISTRY_UNAVAILABLE, "MLflow at http://mlflow:5000: connection "
+                                       "refused", before.conditions, before.consecutive_breaches, NOW)
+    stale = c.get_condition(failed.conditions, c.MONITOR_STALE)
+    assert stale is not None and (stale.status, stale.reason) == ("True", "RegistryUnavailable")
+    assert "connection refused" in stale.message and failed.flipped == (c.MONITOR_STALE,)
+    assert failed.consecutive_breaches == 3 and (failed.drift, failed.breach) == (None, None)
+    for type_ in (c.DRIFT_DETECTED, c.QUALITY_DEGRADED):
+        assert c.get_condition(failed.conditions, type_) == c.get_condition(before.conditions, type_)
+    # Failing again is no new flip; the next check that runs clears it, and that is one.
+    again = mv.decide_monitor_failure(c.REASON_CHECK_FAILED, "boom", failed.conditions, 3, NOW + timedelta(hours=1))
+    assert again.flipped == ()
+    recovered = mv.decide_monitor_verdict(w(), SPEC, again.conditions, 3, NOW + timedelta(hours=2))
+    stale = c.get_condition(recovered.conditions, c.MONITOR_STALE)
+    assert stale is not None and (stale.status, stale.reason) == ("False", "CheckSucceeded")
+    assert c.MONITOR_STALE in recovered.flipped
+
+
+def test_an_insufficient_window_still_counts_as_a_check_that_ran() -> None:
+    v = mv.decide_monitor_verdict(w(drift_share=None, quality=None, samples=3, insufficient=True), SPEC, [], 0, NOW)
+    stale = c.get_condition(v.conditions, c.MONITOR_STALE)
+    assert stale is not None and stale.status == "False"

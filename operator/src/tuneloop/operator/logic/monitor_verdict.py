@@ -9,6 +9,9 @@
 - A window that concluded nothing (fewer requests than minSamples, or too little feedback for the
   metric) changes nothing: conditions keep their last conclusive status (Unknown when there was none),
   and the count neither grows nor resets — no false alarm, and no false recovery.
+- MonitorStale is False after any check that ran, and True with the cause when one could not run (the
+  reference or the traffic log unreadable, MLflow down, the check failing): the other conditions and the
+  count keep what the last check that ran said.
 
 Pure: the check's figures come in as plain numbers (`Window`), so this module needs neither the monitor
 library nor Evidently.
@@ -45,8 +48,7 @@ class MonitorVerdict:
 def decide_monitor_verdict(window: Window, spec: MonitoringSpec, conditions: list[c.Condition],
                            consecutive_breaches: int, now: datetime, generation: int | None = None) -> MonitorVerdict:
     out = list(conditions)
-    before = {t: (x.status if (x := c.get_condition(conditions, t)) else None)
-              for t in (c.DRIFT_DETECTED, c.QUALITY_DEGRADED)}
+    before = _statuses(conditions)
 
     def keep_or_unknown(type_: str, reason: str, message: str) -> None:
         nonlocal out
@@ -88,7 +90,25 @@ def decide_monitor_verdict(window: Window, spec: MonitoringSpec, conditions: lis
                 out, c.QUALITY_DEGRADED, "True" if breach else "False",
                 c.REASON_QUALITY_BELOW_MINIMUM if breach else c.REASON_QUALITY_OK,
                 f"{why}; {count} breach(es) in a row of {q.consecutive_breaches} before retraining", now, generation)
+    out = c.set_condition(out, c.MONITOR_STALE, "False", c.REASON_CHECK_SUCCEEDED,
+                          f"last check at {now.isoformat()} on {window.samples} requests", now, generation)
     # A first appearance is a flip only when it raises the alarm.
     flipped = tuple(t for t, status in before.items() if (x := c.get_condition(out, t)) is not None
                     and x.status != status and (status is not None or x.status == "True"))
     return MonitorVerdict(conditions=out, consecutive_breaches=count, drift=drift, breach=breach, flipped=flipped)
+
+
+def decide_monitor_failure(reason: str, message: str, conditions: list[c.Condition], consecutive_breaches: int,
+                           now: datetime, generation: int | None = None) -> MonitorVerdict:
+    """A check that could not run: MonitorStale True with `reason` (REASON_REFERENCE_UNAVAILABLE,
+    REASON_TRAFFIC_LOG_UNAVAILABLE, REASON_REGISTRY_UNAVAILABLE or REASON_CHECK_FAILED); nothing else changes."""
+    before = _statuses(conditions)
+    out = c.set_condition(conditions, c.MONITOR_STALE, "True", reason, message, now, generation)
+    flipped = (c.MONITOR_STALE,) if before[c.MONITOR_STALE] != "True" else ()
+    return MonitorVerdict(conditions=out, consecutive_breaches=consecutive_breaches, drift=None, breach=None,
+                          flipped=flipped)
+
+
+def _statuses(conditions: list[c.Condition]) -> dict[str, str | None]:
+    return {t: (x.status if (x := c.get_condition(conditions, t)) else None)
+            for t in (c.DRIFT_DETECTED, c.QUALITY_DEGRADED, c.MONITOR_STALE)}
