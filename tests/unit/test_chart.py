@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -218,3 +219,19 @@ def test_prometheus_rule_alerts_only_on_metrics_the_operator_exports():
             for name in names:
                 base = re.sub(r"_(bucket|sum|count|total)$", "", name)
                 assert base in exported, f"{alert['alert']} reads {name}, which the operator does not export"
+
+
+def test_the_operator_alerts_pass_promtool_and_each_has_its_runbook_section():
+    proc = subprocess.run(["bash", str(chart.REPO_ROOT / "hack" / "get-promtool.sh")], capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, f"could not get promtool:\n{proc.stderr[-2000:]}"
+    promtool = proc.stdout.strip().splitlines()[-1]
+    source = chart.RULES_SOURCES[0]
+    done = subprocess.run([promtool, "check", "rules", str(source)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "SUCCESS: 4 rules found" in done.stdout, done.stdout + done.stderr
+    runbook = (chart.REPO_ROOT / "docs" / "runbook.md").read_text()
+    anchors = {"#" + line[3:].strip().lower() for line in runbook.splitlines() if line.startswith("## ")}
+    for group in yaml.safe_load(source.read_text())["groups"]:
+        for alert in group["rules"]:
+            url = alert["annotations"]["runbook_url"]
+            assert url == f"docs/runbook.md#{alert['alert'].lower()}" and url.split("docs/runbook.md")[1] in anchors
