@@ -212,6 +212,15 @@ def test_unreachable_ray_keeps_what_is_served() -> None:
     assert plan.status.phase == "Degraded" and ready is not None and ready.status == "True"
     assert plan.status.waiting is not None and plan.status.waiting.reason == "RayUnavailable"
     assert plan.requeue_seconds == 10 and plan.actions == ()
+    resolved = c.get_condition(plan.status.conditions, c.MODEL_RESOLVED)
+    assert resolved is not None and resolved.status == "True"  # MLflow answered before Ray failed
+
+
+def test_unreachable_ray_clears_a_stale_model_not_found() -> None:
+    stale = ModelDeploymentStatus(conditions=c.set_condition([], c.MODEL_RESOLVED, "False", "AliasNotFound", "", T0))
+    plan = deploying.decide_unavailable(observed(found("2"), st=stale), POLICY, c.REASON_RAY_UNAVAILABLE, "down")
+    resolved = c.get_condition(plan.status.conditions, c.MODEL_RESOLVED)
+    assert resolved is not None and (resolved.status, resolved.reason) == ("True", "Resolved")
 
 
 # --- the serve config ------------------------------------------------------------------------

@@ -89,7 +89,8 @@ class DeploymentReconciler:
                            spec=spec, status=status, now=self.clock(), address=self.address(spec),
                            tracking_uri=self.tracking_uri(spec), uid=meta.get("uid", ""))
         try:
-            o = await self.observe(o)
+            o = await self.observe_model(o)  # kept when Ray then fails: ModelResolved stays true to MLflow
+            o = await self.observe_serving(o)
             plan = deploying.decide_deployment(o, self.policy)
             for action in plan.actions:
                 if isinstance(action, EnsureRayService):
@@ -109,17 +110,21 @@ class DeploymentReconciler:
                   "on change" if plan.requeue_seconds is None else f"in {plan.requeue_seconds:g}s")
         return plan.requeue_seconds
 
-    async def observe(self, o: DeployObserved) -> DeployObserved:
+    async def observe_model(self, o: DeployObserved) -> DeployObserved:
+        """What MLflow says about spec.model (nothing to look up without a registry or a runtime)."""
         on_kuberay = o.spec.serving.mode == "RayService"
         if not o.tracking_uri or not (o.address or on_kuberay) or o.spec.serving.runtime != "RayServe":
             return o
         ref = o.spec.model
-        lookup = await self.registry.lookup_model(o.tracking_uri, ref.name, ref.alias, ref.version)
-        if lookup.version is None:
-            return replace(o, lookup=lookup)
-        if on_kuberay:
-            obj = await self.kube.get_rayservice(o.namespace, rayservice.rayservice_name(o.name))
-            return replace(o, lookup=lookup, rayservice=obj)
+        return replace(o, lookup=await self.registry.lookup_model(o.tracking_uri, ref.name, ref.alias, ref.version))
+
+    async def observe_serving(self, o: DeployObserved) -> DeployObserved:
+        """Our application on Ray Serve, or our RayService; only once the model resolved."""
+        if o.lookup is None or o.lookup.version is None:
+            return o
+        if o.spec.serving.mode == "RayService":
+            found = await self.kube.get_rayservice(o.namespace, rayservice.rayservice_name(o.name))
+            return replace(o, rayservice=found)
         assert o.address is not None
         state = await self.serve.get_state(o.address)
         app = state.apps.get(serveconfig.app_name(o.namespace, o.name))
@@ -127,7 +132,7 @@ class DeploymentReconciler:
         if state.http_host not in (None, "0.0.0.0", "::", "127.0.0.1", "localhost"):
             host = str(state.http_host)
         port = state.http_port or self.settings.serve_http_port
-        return replace(o, lookup=lookup, app=app, endpoint_base=f"http://{host}:{port}")
+        return replace(o, app=app, endpoint_base=f"http://{host}:{port}")
 
     async def _write(self, body: dict[str, Any], before: ModelDeploymentStatus, plan: DeployPlan) -> None:
         """Events first, then status: the status write commits the step (as for FineTunes)."""

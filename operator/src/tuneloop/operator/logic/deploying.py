@@ -24,6 +24,7 @@ from datetime import datetime
 from typing import Any
 
 from tuneloop.api import conditions as c
+from tuneloop.api.conditions import Condition
 from tuneloop.api.deployment import (
     DeploymentPhase,
     ModelDeploymentSpec,
@@ -160,8 +161,19 @@ def _start(o: DeployObserved) -> ModelDeploymentStatus:
 
 
 def decide_unavailable(o: DeployObserved, p: DeployPolicy, reason: str, message: str) -> DeployPlan:
-    """Ray or MLflow could not be reached: wait with backoff, keep what is served."""
-    return _with_events(o, _wait(o, p, _start(o), reason, message))
+    """Ray or MLflow could not be reached: wait with backoff, keep what is served. What MLflow said before
+    Ray failed still counts (ModelResolved)."""
+    st = _start(o)
+    if o.lookup is not None and o.lookup.version is not None:
+        st.conditions = _resolved(o, st, o.lookup.version.version)
+    return _with_events(o, _wait(o, p, st, reason, message))
+
+
+def _resolved(o: DeployObserved, st: ModelDeploymentStatus, version: str) -> list[Condition]:
+    ref = o.spec.model
+    how = f"alias {ref.alias!r}" if ref.alias is not None else "pinned version"
+    return c.set_condition(st.conditions, c.MODEL_RESOLVED, "True", c.REASON_RESOLVED,
+                           f"{ref.name} {how} → version {version}", o.now, o.generation)
 
 
 def decide_deployment(o: DeployObserved, p: DeployPolicy) -> DeployPlan:
@@ -191,9 +203,7 @@ def decide_deployment(o: DeployObserved, p: DeployPolicy) -> DeployPlan:
 
     version = lookup.version.version
     wanted_id = serveconfig.model_id(ref.name, version)
-    how = f"alias {ref.alias!r}" if ref.alias is not None else "pinned version"
-    st.conditions = c.set_condition(st.conditions, c.MODEL_RESOLVED, "True", c.REASON_RESOLVED,
-                                    f"{ref.name} {how} → version {version}", o.now, o.generation)
+    st.conditions = _resolved(o, st, version)
     st.waiting = None
     if on_kuberay:
         deployed = rayservice.deployed_app(o.rayservice)
