@@ -18,7 +18,6 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 
+from tests.api.chart_install import Call, Request, audit, audit_offset, sa_kubeconfig, server_side_apply
 from tests.api.conftest import OPERATOR_ENV
 from tests.api.harness import cond, create_namespace, job_tags
 from tests.api.kube import Cluster, act_as_job, finetune, wait_for
@@ -42,29 +42,7 @@ KUBE_VERSION = os.environ.get("KUBE_VERSION", "1.33.13")
 RELEASE, RELEASE_NS = "tuneloop", "tuneloop-system"
 SA_USER = f"system:serviceaccount:{RELEASE_NS}:{RELEASE}"
 
-Call = tuple[str, str, str]  # (apiGroup, resource[/subresource], verb)
-
-
-# --- installing the rendered chart and logging in as its ServiceAccount ---------------------------
-
-
-def server_side_apply(control_plane, docs: list[dict]) -> None:
-    control_plane.kubectl("apply", "--server-side", "--force-conflicts", "--field-manager", "helm-chart-test",
-                          "-f", "-", input_text=yaml.safe_dump_all(docs))
-
-
-def sa_kubeconfig(control_plane, api_client, namespace: str, name: str, path: Path) -> Path:
-    """A kubeconfig holding a TokenRequest token of the ServiceAccount (what a pod's projected token is)."""
-    token = k8s.CoreV1Api(api_client).create_namespaced_service_account_token(
-        name, namespace, {"spec": {"expirationSeconds": 3600}}).status.token
-    admin = yaml.safe_load(control_plane.kubeconfig.read_text())
-    path.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "clusters": admin["clusters"],
-        "users": [{"name": name, "user": {"token": token}}],
-        "contexts": [{"name": name, "context": {"cluster": admin["clusters"][0]["name"], "user": name}}],
-        "current-context": name,
-    }))
-    return path
+# --- the rendered chart ------------------------------------------------------------------------------
 
 
 def deployment_container(docs: list[dict]) -> dict[str, Any]:
@@ -126,41 +104,6 @@ class Operator:
 
     def tail(self, lines: int = 60) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:]) if self.log.exists() else ""
-
-
-# --- the apiserver's audit log: what the ServiceAccount asked for ---------------------------------
-
-
-@dataclass(frozen=True)
-class Request:
-    verb: str
-    group: str
-    resource: str
-    namespace: str
-    code: int
-
-    @property
-    def call(self) -> Call:
-        return (self.group, self.resource, self.verb)
-
-
-def audit(control_plane, user: str, since: int = 0) -> list[Request]:
-    out = []
-    with open(control_plane.audit_log, "rb") as f:
-        f.seek(since)
-        for line in f:
-            event = json.loads(line)
-            ref = event.get("objectRef")
-            if event["user"]["username"] != user or ref is None or event.get("stage") != "ResponseComplete":
-                continue
-            resource = ref.get("resource", "") + (f"/{ref['subresource']}" if ref.get("subresource") else "")
-            out.append(Request(event["verb"], ref.get("apiGroup", ""), resource, ref.get("namespace", ""),
-                               event.get("responseStatus", {}).get("code", 0)))
-    return out
-
-
-def audit_offset(control_plane) -> int:
-    return control_plane.audit_log.stat().st_size if control_plane.audit_log.exists() else 0
 
 
 def refused(control_plane, since: int, group: str, resource: str, verb: str, namespace: str) -> Request | None:

@@ -154,7 +154,7 @@ def test_ha_runs_peered_replicas_each_with_its_own_priority():
         "clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev"}
     [role] = [r for r in kinds(docs, "ClusterRole") if r["metadata"]["name"] == "tuneloop"]
     assert {"apiGroups": ["kopf.dev"], "resources": ["clusterkopfpeerings"],
-            "verbs": ["get", "list", "watch", "patch"]} in role["rules"]
+            "verbs": ["list", "watch", "patch"]} in role["rules"]
 
 
 def operator_rules(role: dict) -> list[dict]:
