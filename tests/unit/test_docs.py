@@ -30,3 +30,16 @@ def test_every_field_and_setting_is_documented():
     settings = docs.settings_reference()
     for name in OperatorSettings.model_fields:
         assert f"`{env_name(name)}`" in settings
+
+
+def test_the_architecture_picture_is_drawn_from_its_text_source():
+    import xml.dom.minidom
+
+    import yaml
+
+    svg = docs.architecture_svg()
+    xml.dom.minidom.parseString(svg)  # well-formed
+    spec = yaml.safe_load(docs.ARCHITECTURE.read_text())
+    for box in spec["boxes"].values():
+        assert f">{box['label']}</text>" in svg.replace("&amp;", "&")
+    assert svg.count("<line ") == len(spec["arrows"])
