@@ -6,6 +6,7 @@ example carries exactly these scripts."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -77,3 +78,26 @@ def test_argocd_cm_example_carries_every_check_verbatim():
     expected = {f"resource.customizations.health.{key}": path.read_text()
                 for key, path in chart.health_checks().items()}
     assert cm["data"] == expected, "examples/gitops/argocd-cm.yaml is stale: run `make chart`"
+
+
+def test_gitops_examples_point_at_what_exists():
+    gitops = REPO_ROOT / "examples" / "gitops"
+    kustomization = yaml.safe_load((gitops / "kustomization.yaml").read_text())
+    for entry in kustomization["resources"]:
+        assert entry.startswith("https://") or (gitops / entry).exists(), entry
+    assert [p["path"] for p in kustomization["patches"]] == ["argocd-cm.yaml"]
+    apps = [yaml.safe_load(p.read_text()) for p in sorted(gitops.glob("application-*.yaml"))]
+    assert {a["kind"] for a in apps} == {"Application"}
+    for app in apps:
+        assert (REPO_ROOT / app["spec"]["source"]["path"]).is_dir(), app["spec"]["source"]
+    [operator_app] = [a for a in apps if a["spec"]["source"]["path"] == "charts/tuneloop"]
+    assert "ServerSideApply=true" in operator_app["spec"]["syncPolicy"]["syncOptions"]
+
+
+def test_the_operator_applications_values_pass_the_charts_schema(tmp_path):
+    app = yaml.safe_load((REPO_ROOT / "examples" / "gitops" / "application-tuneloop.yaml").read_text())
+    values = tmp_path / "values.yaml"
+    values.write_text(yaml.safe_dump(app["spec"]["source"]["helm"]["valuesObject"]))
+    docs = chart.template(os.environ.get("KUBE_VERSION", "1.33.13"), "-f", str(values),
+                          namespace=app["spec"]["destination"]["namespace"])
+    assert {"ServiceMonitor", "PrometheusRule"} <= {d["kind"] for d in docs}
