@@ -52,8 +52,18 @@ if phase == "Suspended" then
   return hs
 end
 if phase == "Failed" or phase == "Degraded" then
+  -- Say what is wrong: a version may still serve (Ready True) while a candidate failed its rollout
+  -- or the registry is unreachable, so the first False condition that is not a completion wins.
+  local why = nil
+  local candidates = {ready, rolling, resolved}  -- any may be nil: no ipairs over the holes
+  for i = 1, 3 do
+    local c = candidates[i]
+    if why == nil and c ~= nil and c.status == "False" and c.reason ~= "RolloutComplete" then
+      why = c
+    end
+  end
   hs.status = "Degraded"
-  hs.message = describe(ready, phase)
+  hs.message = describe(why or ready, phase)
   return hs
 end
 if ready ~= nil and ready.status == "False" and (ready.reason == "DeployFailed" or ready.reason == "Unhealthy") then
