@@ -182,6 +182,17 @@ def ensure_rayservice_crd(control_plane) -> None:
     control_plane.kubectl("wait", "--for=condition=Established", "--timeout=30s", "crd/rayservices.ray.io")
 
 
+def register_champion(tracking_uri: str, model: str) -> None:
+    """Version 1 of `model`, holding the champion alias (what a Succeeded FineTune leaves behind)."""
+    from mlflow.tracking import MlflowClient
+
+    run_id = act_as_job(tracking_uri, f"rbac/{model}", {}, {"exact_match": 0.8}, {"exact_match": 0.3})
+    client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
+    client.create_registered_model(model)
+    client.create_model_version(model, f"runs:/{run_id}/model", run_id)
+    client.set_registered_model_alias(model, "champion", "1")
+
+
 def md_status(api_client, namespace: str, name: str) -> dict[str, Any]:
     return k8s.CustomObjectsApi(api_client).get_namespaced_custom_object(
         constants.GROUP, constants.VERSION, namespace, constants.DEPLOYMENT_PLURAL, name).get("status") or {}
@@ -341,6 +352,7 @@ def test_the_serviceaccount_is_refused_what_the_chart_does_not_give(control_plan
 FIRST_REFUSAL = {
     "finetunes/status": ("tuneloop.io", "finetunes/status", "patch"),
     "modeldeployments/status": ("tuneloop.io", "modeldeployments/status", "patch"),
+    "rayservices": ("ray.io", "rayservices", "get"),
     "configmaps": ("", "configmaps", "create"),
     "rayjobs": ("ray.io", "rayjobs", "create"),
     "events": ("", "events", "create"),
@@ -353,7 +365,7 @@ def test_without_each_rule_the_operator_breaks(control_plane, api_client, instal
     """The role changes under the running operator (RBAC is checked on every request)."""
     docs = installed["docs"]
     [role] = [d for d in docs if d["kind"] == "ClusterRole" and d["metadata"]["name"] == RELEASE]
-    reduced = {**role, "rules": [r for r in role["rules"] if removed not in r["resources"]]}
+    reduced = {**role, "rules": [r for r in role["rules"] if r["resources"] != [removed]]}
     assert len(reduced["rules"]) == len(role["rules"]) - 1
     cluster = Cluster(api_client, create_namespace(api_client, f"rbac-no-{removed.replace('/', '-')}-"
                                                                f"{time.monotonic_ns() % 10**6}"))
@@ -361,7 +373,16 @@ def test_without_each_rule_the_operator_breaks(control_plane, api_client, instal
     server_side_apply(control_plane, [reduced])
     serve = ServeStub()
     try:
-        if removed.startswith("modeldeployments"):
+        if removed == "rayservices":
+            # A RayService-mode ModelDeployment of a model that resolves: next the operator reads its RayService.
+            model = f"m-{cluster.ns}"
+            register_champion(mlflow_server.tracking_uri, model)
+            body = model_deployment("broken", model, mlflow_server.tracking_uri, "", installed["workdir"])
+            body["spec"]["serving"] = {"mode": "RayService", "replicas": 1, "resources": {"cpu": "1"},
+                                       "trafficLogUri": f"file://{installed['workdir'] / 'traffic'}"}
+            k8s.CustomObjectsApi(api_client).create_namespaced_custom_object(
+                constants.GROUP, constants.VERSION, cluster.ns, constants.DEPLOYMENT_PLURAL, body)
+        elif removed.startswith("modeldeployments"):
             k8s.CustomObjectsApi(api_client).create_namespaced_custom_object(
                 constants.GROUP, constants.VERSION, cluster.ns, constants.DEPLOYMENT_PLURAL,
                 model_deployment("broken", "no-such-model", mlflow_server.tracking_uri, serve.address,
@@ -371,8 +392,11 @@ def test_without_each_rule_the_operator_breaks(control_plane, api_client, instal
         group, resource, verb = FIRST_REFUSAL[removed]
         wait_for(lambda: refused(control_plane, since, group, resource, verb, cluster.ns), 60,
                  f"the operator's {verb} {resource} refused in {cluster.ns}")
-        if removed.startswith("modeldeployments"):
+        if removed.startswith(("modeldeployments", "rayservices")):
             assert "phase" not in md_status(api_client, cluster.ns, "broken")
+            if removed == "rayservices":
+                assert k8s.CustomObjectsApi(api_client).list_namespaced_custom_object(
+                    "ray.io", "v1", cluster.ns, "rayservices")["items"] == []
             return
         status = cluster.status("broken")
         if removed == "events":
@@ -395,27 +419,28 @@ def test_without_each_rule_the_operator_breaks(control_plane, api_client, instal
         serve.close()
         server_side_apply(control_plane, [role])
         # With every right back, the operator cleans up after it.
-        if removed.startswith("modeldeployments"):
+        if removed.startswith(("modeldeployments", "rayservices")):
             k8s.CustomObjectsApi(api_client).delete_namespaced_custom_object(
                 constants.GROUP, constants.VERSION, cluster.ns, constants.DEPLOYMENT_PLURAL, "broken")
         else:
             cluster.delete("broken")
 
 
-def test_without_the_finetunes_rule_the_operator_cannot_even_watch(control_plane, api_client, installed,
-                                                                  operator_as_sa, tmp_path):
-    """List and watch are made at start-up, so this rule is shown with a fresh operator."""
+@pytest.mark.parametrize("kind", ["finetunes", "modeldeployments"])
+def test_without_a_kinds_rule_the_operator_cannot_even_watch_it(control_plane, api_client, installed,
+                                                                 operator_as_sa, tmp_path, kind):
+    """List and watch are made at start-up, so these rules are shown with a fresh operator."""
     docs = installed["docs"]
     [role] = [d for d in docs if d["kind"] == "ClusterRole" and d["metadata"]["name"] == RELEASE]
-    reduced = {**role, "rules": [r for r in role["rules"] if r["resources"] != ["finetunes"]]}
+    reduced = {**role, "rules": [r for r in role["rules"] if r["resources"] != [kind]]}
     since = audit_offset(control_plane)
     server_side_apply(control_plane, [reduced])
     second = Operator(docs, installed["kubeconfig"], tmp_path / "operator.log", tmp_path)
     try:
         second.start()
         wait_for(lambda: next((r for r in audit(control_plane, SA_USER, since)
-                               if r.call == ("tuneloop.io", "finetunes", "list") and r.code == 403), None),
-                 60, "the list of FineTunes refused")
+                               if r.call == ("tuneloop.io", kind, "list") and r.code == 403), None),
+                 60, f"the list of {kind} refused")
     finally:
         second.stop()
         server_side_apply(control_plane, [role])
