@@ -20,10 +20,12 @@ from tuneloop.api import constants
 from tuneloop.operator import settings as settings_module
 from tuneloop.operator.clients.kube import KubeEvents, RealKube
 from tuneloop.operator.clients.mlflow import MlflowRegistry
+from tuneloop.operator.clients.monitor import ThreadedMonitor
 from tuneloop.operator.clients.ray import HttpRayJobs
 from tuneloop.operator.clients.serve import HttpServe
-from tuneloop.operator.handlers import deployment, finetune  # register the handlers of both kinds
+from tuneloop.operator.handlers import deployment, finetune, monitor  # register the handlers of both kinds
 from tuneloop.operator.handlers.deployment_reconciler import DeploymentReconciler
+from tuneloop.operator.handlers.monitor_reconciler import MonitorReconciler
 from tuneloop.operator.handlers.reconciler import Clients, FineTuneReconciler
 from tuneloop.operator.metrics import Metrics
 from tuneloop.operator.settings import (
@@ -33,7 +35,7 @@ from tuneloop.operator.settings import (
     load_settings,
 )
 
-__all__ = ["deployment", "finetune"]
+__all__ = ["deployment", "finetune", "monitor"]
 _served_ports: dict[int, Metrics] = {}
 
 
@@ -115,6 +117,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
     serve = HttpServe(ours.client_timeout_seconds, ours.client_retries, token, ours.serve_http_host,
                       ours.serve_http_port)
     memo.deployment_reconciler = DeploymentReconciler(kube, serve, registry, clients.events, ours, metrics)
+    memo.monitor = ThreadedMonitor(ours.monitor_check, ours.monitor_max_checks)
+    memo.monitor_reconciler = MonitorReconciler(kube, memo.monitor, clients.events, ours, metrics)
     memo.clients = clients
     memo.serve = serve
     logger.info("tuneloop operator started: poll %.1fs, metrics port %s", ours.poll_seconds, ours.metrics_port or "off")
@@ -129,5 +133,8 @@ async def shutdown(memo: kopf.Memo, **_: Any) -> None:
     serve = getattr(memo, "serve", None)
     if serve is not None:
         await serve.close()
+    monitor_pool = getattr(memo, "monitor", None)
+    if monitor_pool is not None:
+        monitor_pool.close()
     clients.registry.close()
     clients.kube.close()

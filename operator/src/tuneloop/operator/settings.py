@@ -110,6 +110,16 @@ class OperatorSettings(BaseModel):
     serve_rollout_poll_seconds: float = Field(
         default=2.0, gt=0, le=600, description="How often a ModelDeployment rollout in progress is looked at."
     )
+    monitor_max_checks: int = Field(
+        default=2, ge=1, le=64,
+        description="Monitor checks (Evidently) run at once, each in a worker thread off the event loop; more "
+        "ModelDeployments due at the same moment wait for a free worker.",
+    )
+    monitor_check: str = Field(
+        default="tuneloop.monitoring.runner:run_check", pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$",
+        description="module:function that runs one monitor check (needs the monitor extra); imported on the "
+        "first check, so an operator without it runs and reports MonitorStale (CheckFailed).",
+    )
     metrics_port: int = Field(default=8080, ge=0, le=65535, description="Prometheus /metrics port; 0 disables.")
     peering_name: str = Field(default="tuneloop", min_length=1, description="kopf peering object for HA.")
 

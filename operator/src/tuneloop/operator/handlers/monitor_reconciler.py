@@ -1,0 +1,322 @@
+"""Gather → decide → act for one ModelDeployment's monitor check and the retrain it may ask for (no kopf).
+
+`MonitorReconciler.monitor` is called by the per-object monitor daemon (handlers/monitor.py). It reads
+the object, waits for a reference (spec.monitoring.reference.uri, or the served version's held-out set),
+runs the check in the monitor's worker pool (never on the event loop), turns the answer into conditions
+and the breach count (`logic.monitor_verdict`), then settles the retrain in flight and asks
+`logic.retraining.decide_retrain` whether to request a new one. A request is written to our status
+first and then to the FineTune as the `tuneloop.io/retrain-request` annotation (its spec is never
+touched): killed in between, the next look finds the request in status and annotates again — the same
+id, so the FineTune controller starts one run for it, never two.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+from pydantic import ValidationError
+
+from tuneloop.api import conditions as c
+from tuneloop.api import constants
+from tuneloop.api.deployment import ModelDeploymentSpec, ModelDeploymentStatus, MonitorResult, RetrainRecord
+from tuneloop.api.finetune import FineTuneStatus
+from tuneloop.operator.clients import monitor as mon
+from tuneloop.operator.clients.kube import Events
+from tuneloop.operator.logic import retraining, serveconfig
+from tuneloop.operator.logic.monitor_verdict import (
+    MonitorVerdict,
+    Window,
+    decide_monitor_failure,
+    decide_monitor_verdict,
+)
+from tuneloop.operator.metrics import Metrics
+from tuneloop.operator.settings import OperatorSettings
+
+log = logging.getLogger(__name__)
+
+HISTORY = 20  # monitorHistory and retrainHistory keep this many entries
+FAILURE_REASONS = {mon.ERROR_REFERENCE: c.REASON_REFERENCE_UNAVAILABLE,
+                   mon.ERROR_REGISTRY: c.REASON_REGISTRY_UNAVAILABLE,
+                   mon.ERROR_TRAFFIC: c.REASON_TRAFFIC_LOG_UNAVAILABLE, mon.ERROR_CHECK: c.REASON_CHECK_FAILED}
+RUNNING_PHASES = frozenset({"Launching", "Running", "Registering"})
+EVENT_REASONS = {c.DRIFT_DETECTED: ("DriftDetected", "DriftCleared"),
+                 c.QUALITY_DEGRADED: ("QualityDegraded", "QualityRecovered"),
+                 c.MONITOR_STALE: ("MonitorStale", "MonitorRecovered")}
+REASON_RETRAIN_IN_FLIGHT = "RetrainRequested"
+REASON_RETRAIN_DONE = "RetrainFinished"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class MonitorKube(Protocol):
+    async def get_modeldeployment(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+    async def write_modeldeployment_status(self, namespace: str, name: str, status: dict[str, Any]) -> None: ...
+    async def get_finetune(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+    async def annotate_finetune(self, namespace: str, name: str, key: str, value: str) -> None: ...
+
+
+class MonitorReconciler:
+    """Scheduled checks and guarded retraining; one instance serves every ModelDeployment."""
+
+    def __init__(self, kube: MonitorKube, checks: mon.Monitor, events: Events, settings: OperatorSettings,
+                 metrics: Metrics | None = None, clock: Callable[[], datetime] = utcnow) -> None:
+        self.kube, self.checks, self.events, self.settings = kube, checks, events, settings
+        self.metrics = metrics or Metrics.disabled()
+        self.clock = clock
+        self.traffic_root = settings.serve_traffic_root or f"file://{settings.storage_root}/traffic"
+
+    def tracking_uri(self, spec: ModelDeploymentSpec) -> str | None:
+        return spec.model.tracking_uri or self.settings.mlflow_tracking_uri
+
+    async def monitor(self, namespace: str, name: str) -> float | None:
+        """One check if one is due; returns seconds until the next look (None: the object is gone)."""
+        body = await self.kube.get_modeldeployment(namespace, name)
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            return None
+        try:
+            spec = ModelDeploymentSpec.model_validate(body.get("spec") or {})
+        except ValidationError:
+            return self.settings.max_poll_seconds  # the deployment reconciler reports InvalidSpec
+        interval = float(spec.monitoring.interval_seconds)
+        if not spec.monitoring.enabled or spec.suspend:
+            return interval
+        status = ModelDeploymentStatus.model_validate(body.get("status") or {})
+        now = self.clock()
+        if status.last_monitor is not None:  # a restart keeps the schedule the last check set
+            due = status.last_monitor.time + timedelta(seconds=interval)
+            if now < due:
+                left = (due - now).total_seconds()
+                if status.retrain_in_flight and spec.retraining.enabled and spec.fine_tune_ref is not None:
+                    await self.follow(body, spec)  # a retrain is followed at poll pace, not check pace
+                    return min(left, self.settings.max_poll_seconds)
+                return left
+        request = self.build_request(namespace, name, spec, status, now)
+        if request is None:  # no reference yet: nothing is served
+            return self.settings.max_poll_seconds
+        answer = await self.checks.check(request)
+        return await self.act(body, spec, answer, interval)
+
+    def build_request(self, namespace: str, name: str, spec: ModelDeploymentSpec, status: ModelDeploymentStatus,
+                      now: datetime) -> dict[str, Any] | None:
+        m = spec.monitoring
+        tracking = self.tracking_uri(spec)
+        if m.reference.source == "Uri" and m.reference.uri:
+            ref: dict[str, Any] = {"uri": m.reference.uri}
+        elif status.served_version and tracking:
+            ref = {"tracking_uri": tracking, "model": spec.model.name, "version": status.served_version}
+        else:
+            return None
+        traffic = spec.serving.traffic_log_uri or f"{self.traffic_root.rstrip('/')}/{namespace}"
+        return {
+            "traffic_uri": traffic, "deployment": serveconfig.app_name(namespace, name),
+            "since": (now - timedelta(seconds=m.window_seconds)).isoformat(), "reference": ref,
+            "config": {"min_samples": m.min_samples, "drift_columns": list(m.drift.columns),
+                       "drift_share_threshold": m.drift.share_threshold, "quality_metric": m.quality.metric,
+                       "quality_minimum": m.quality.minimum},
+            "tracking_uri": tracking, "experiment": f"tuneloop-monitor/{namespace}/{name}",
+        }
+
+    async def act(self, body: dict[str, Any], spec: ModelDeploymentSpec, answer: mon.CheckAnswer,
+                  interval: float) -> float:
+        """Conditions, metrics and Events from the answer; then retraining; status written once, from a
+        fresh read so that fields the deployment reconciler wrote meanwhile are kept."""
+        meta = body["metadata"]
+        namespace, name = meta["namespace"], meta["name"]
+        fresh = await self.kube.get_modeldeployment(namespace, name) or body
+        before = ModelDeploymentStatus.model_validate(fresh.get("status") or {})
+        st = before.model_copy(deep=True)
+        now, generation = self.clock(), meta.get("generation")
+        labels = {"namespace": namespace, "deployment": name}
+        if answer.error:
+            verdict = decide_monitor_failure(FAILURE_REASONS.get(answer.error, c.REASON_CHECK_FAILED),
+                                             answer.message or answer.error, st.conditions, st.consecutive_breaches,
+                                             now, generation)
+            next_look = min(interval, self.settings.max_poll_seconds)
+        else:
+            window = Window(samples=answer.samples, insufficient=answer.insufficient,
+                            drift_share=answer.drift_share, quality=answer.quality)
+            verdict = decide_monitor_verdict(window, spec.monitoring, st.conditions, st.consecutive_breaches, now,
+                                             generation)
+            result = MonitorResult(time=now, samples=answer.samples, drift_share=answer.drift_share,
+                                   drifted_columns=list(answer.drifted_columns), quality=answer.quality,
+                                   breach=bool(verdict.breach), report_uri=answer.report_uri)
+            st.last_monitor = result
+            st.monitor_history = [*st.monitor_history, result][-HISTORY:]
+            self.metrics.monitor_last_success.labels(**labels).set(now.timestamp())
+            if answer.drift_share is not None:
+                self.metrics.drift_share.labels(**labels).set(answer.drift_share)
+            if answer.quality is not None:
+                self.metrics.quality.labels(**labels, metric=spec.monitoring.quality.metric).set(answer.quality)
+            next_look = interval
+        st.conditions, st.consecutive_breaches = verdict.conditions, verdict.consecutive_breaches
+        self.metrics.consecutive_breaches.labels(**labels).set(st.consecutive_breaches)
+        events = self.verdict_events(verdict, st)
+        annotate: str | None = None
+        if spec.retraining.enabled and spec.fine_tune_ref is not None:
+            annotate, more = await self.retrain(fresh, spec, st, verdict, answer, now)
+            events += more
+        await self.commit(fresh, spec, before, st, events, annotate)
+        log.debug("monitored %s/%s: %s", namespace, name, answer.error or f"{answer.samples} samples")
+        return next_look
+
+    async def follow(self, body: dict[str, Any], spec: ModelDeploymentSpec) -> None:
+        """Between checks: the retrain in flight read back from the FineTune (re-sent if it never got it)."""
+        meta = body["metadata"]
+        before = ModelDeploymentStatus.model_validate(body.get("status") or {})
+        st = before.model_copy(deep=True)
+        annotate, events = await self.settle(body, spec, st, self.clock())
+        await self.commit(body, spec, before, st, events, annotate)
+        log.debug("followed the retrain of %s/%s", meta["namespace"], meta["name"])
+
+    async def commit(self, body: dict[str, Any], spec: ModelDeploymentSpec, before: ModelDeploymentStatus,
+                     st: ModelDeploymentStatus, events: list[tuple[str, str, str]], annotate: str | None) -> None:
+        """Events, then status, then the FineTune's annotation: once our status holds a request, a crash
+        before the annotation is repaired by the next look, with the same id."""
+        meta = body["metadata"]
+        for type_, reason, message in events:
+            await self.events.emit(body, type_, reason, message)
+        if st.to_k8s() != before.to_k8s():
+            await self.kube.write_modeldeployment_status(meta["namespace"], meta["name"], st.to_k8s())
+        if annotate is not None and spec.fine_tune_ref is not None:
+            await self.kube.annotate_finetune(meta["namespace"], spec.fine_tune_ref.name,
+                                              constants.ANNOTATION_RETRAIN_REQUEST, annotate)
+
+    def verdict_events(self, verdict: MonitorVerdict, st: ModelDeploymentStatus) -> list[tuple[str, str, str]]:
+        out = []
+        for type_ in verdict.flipped:
+            cond = c.get_condition(st.conditions, type_)
+            if cond is None or type_ not in EVENT_REASONS:
+                continue
+            raised = cond.status == "True"
+            reason = EVENT_REASONS[type_][0 if raised else 1]
+            out.append(("Warning" if raised else "Normal", reason, f"{cond.reason}: {cond.message}"))
+        return out
+
+    async def retrain(self, body: dict[str, Any], spec: ModelDeploymentSpec, st: ModelDeploymentStatus,
+                      verdict: MonitorVerdict, answer: mon.CheckAnswer,
+                      now: datetime) -> tuple[str | None, list[tuple[str, str, str]]]:
+        """Settle the retrain in flight from the FineTune, then decide on a new one. Returns the request id
+        to annotate the FineTune with (None: none) and the Events to post. Mutates `st`."""
+        annotate, events = await self.settle(body, spec, st, now)
+        if verdict.breach is not True or st.retrain_in_flight:
+            return annotate, events
+        rid, more = await self.decide(body, spec, st, answer, now)
+        return rid or annotate, events + more
+
+    async def settle(self, body: dict[str, Any], spec: ModelDeploymentSpec, st: ModelDeploymentStatus,
+                     now: datetime) -> tuple[str | None, list[tuple[str, str, str]]]:
+        """The retrain in flight as the FineTune shows it: started, ended (record and condition), or never
+        received (its id to annotate again). Mutates `st`."""
+        meta = body["metadata"]
+        namespace, name = meta["namespace"], meta["name"]
+        assert spec.fine_tune_ref is not None
+        ft_name = spec.fine_tune_ref.name
+        labels = {"namespace": namespace, "deployment": name}
+        events: list[tuple[str, str, str]] = []
+        ft = await self.kube.get_finetune(namespace, ft_name)
+        ft_status = FineTuneStatus.model_validate((ft or {}).get("status") or {})
+        ft_annotation = ((ft or {}).get("metadata", {}).get("annotations") or {}).get(
+            constants.ANNOTATION_RETRAIN_REQUEST)
+        annotate: str | None = None
+        if st.retrain_in_flight:
+            rid = st.retrain_in_flight
+            rec = next((r for r in st.retrain_history if r.id == rid), None)
+            run = ft_status.run
+            ours = run is not None and run.trigger == f"retrain:{rid}"
+            if ft is None:
+                self._finish(st, rec, "Failed", now)
+                events.append(("Warning", REASON_RETRAIN_DONE, f"retrain {rid}: FineTune {ft_name} is gone"))
+                self.metrics.retrains.labels(**labels, outcome="failed", reason="FineTuneGone").inc()
+            elif ours and ft_status.phase in ("Succeeded", "Failed"):
+                outcome = "Succeeded" if ft_status.phase == "Succeeded" else "Failed"
+                if rec is not None:
+                    rec.version = ft_status.model.version if ft_status.model else None
+                    rec.run = run.number if run else None
+                self._finish(st, rec, outcome, now)
+                events.append(("Normal" if outcome == "Succeeded" else "Warning", REASON_RETRAIN_DONE,
+                               f"retrain {rid}: run {run.number if run else '?'} of FineTune {ft_name} "
+                               f"{outcome.lower()}"))
+                self.metrics.retrains.labels(**labels, outcome=outcome.lower(), reason=retraining.REQUEST_REASON).inc()
+            elif ours:
+                if rec is not None and rec.state != "Running":
+                    rec.state, rec.run = "Running", run.number if run else None
+                    self.metrics.retrains.labels(**labels, outcome="started", reason=retraining.REQUEST_REASON).inc()
+            elif ft_annotation != rid and ft_status.handled_retrain_request != rid:
+                annotate = rid  # our status holds the request, the FineTune never got it (killed in between)
+        return annotate, events
+
+    async def decide(self, body: dict[str, Any], spec: ModelDeploymentSpec, st: ModelDeploymentStatus,
+                     answer: mon.CheckAnswer, now: datetime) -> tuple[str | None, list[tuple[str, str, str]]]:
+        """decide_retrain on a breach, and its outcome in `st`: a request (its id returned), a pending
+        approval or a skip (the Retraining condition says why, one Event per new reason)."""
+        meta = body["metadata"]
+        namespace, name = meta["namespace"], meta["name"]
+        assert spec.fine_tune_ref is not None
+        ft_name = spec.fine_tune_ref.name
+        labels = {"namespace": namespace, "deployment": name}
+        events: list[tuple[str, str, str]] = []
+        annotate: str | None = None
+        ft = await self.kube.get_finetune(namespace, ft_name)
+        ft_status = FineTuneStatus.model_validate((ft or {}).get("status") or {})
+        running = ft is not None and ft_status.phase in RUNNING_PHASES
+        trigger = self.trigger_text(spec, st, answer)
+        decision = retraining.decide_retrain(retraining.RetrainInput(
+            spec=spec.retraining, breaches_required=spec.monitoring.quality.consecutive_breaches,
+            consecutive_breaches=st.consecutive_breaches, history=st.retrain_history, in_flight=st.retrain_in_flight,
+            fine_tune_running=running, approval=(meta.get("annotations") or {}).get(
+                constants.ANNOTATION_APPROVE_RETRAIN), trigger=trigger, namespace=namespace, name=name), now)
+        if decision.action == "skip" and decision.reason == retraining.SKIP_NOT_ENOUGH_BREACHES:
+            return annotate, events  # the QualityDegraded message counts the breaches
+        if decision.action == "request":
+            assert decision.request_id is not None
+            rid = decision.request_id
+            rec = next((r for r in st.retrain_history if r.id == rid), None)
+            if rec is None:
+                rec = RetrainRecord(id=rid, state="Requested", reason=trigger, requested_at=now, fine_tune=ft_name)
+                st.retrain_history = [*st.retrain_history, rec][-HISTORY:]
+            else:
+                rec.state, rec.requested_at, rec.fine_tune = "Requested", now, ft_name
+            st.retrain_in_flight, st.last_retrain_time = rid, now
+            st.conditions = c.set_condition(st.conditions, c.RETRAINING, "True", REASON_RETRAIN_IN_FLIGHT,
+                                            f"asked FineTune {ft_name} for run {rid}: {decision.message}", now,
+                                            meta.get("generation"))
+            events.append(("Normal", REASON_RETRAIN_IN_FLIGHT,
+                           f"asked FineTune {ft_name} to retrain ({rid}): {decision.message}"))
+            self.metrics.retrains.labels(**labels, outcome="requested", reason=decision.reason).inc()
+            return rid, events
+        if decision.action == "await_approval":
+            assert decision.request_id is not None
+            if not any(r.id == decision.request_id for r in st.retrain_history):
+                st.retrain_history = [*st.retrain_history, RetrainRecord(
+                    id=decision.request_id, state="PendingApproval", reason=trigger, requested_at=now,
+                    fine_tune=ft_name)][-HISTORY:]
+        previous = c.get_condition(st.conditions, c.RETRAINING)
+        st.conditions = c.set_condition(st.conditions, c.RETRAINING, "False", decision.reason, decision.message, now,
+                                        meta.get("generation"))
+        if previous is None or previous.reason != decision.reason:  # one Event per reason, not one per check
+            events.append(("Normal", decision.reason, decision.message))
+            self.metrics.retrains.labels(**labels, outcome="skipped", reason=decision.reason).inc()
+        return annotate, events
+
+    @staticmethod
+    def trigger_text(spec: ModelDeploymentSpec, st: ModelDeploymentStatus, answer: mon.CheckAnswer) -> str:
+        q = spec.monitoring.quality
+        value = "n/a" if answer.quality is None else f"{answer.quality:.3f}"
+        text = f"{q.metric} {value} < {q.minimum:.3f} for {st.consecutive_breaches} checks"
+        if answer.drift_share is not None:
+            text += f"; drift share {answer.drift_share:.2f}"
+            if answer.drifted_columns:
+                text += f" ({', '.join(answer.drifted_columns)})"
+        return text
+
+    def _finish(self, st: ModelDeploymentStatus, rec: RetrainRecord | None, state: str, now: datetime) -> None:
+        if rec is not None:
+            rec.state, rec.finished_at = state, now  # type: ignore[assignment]
+        st.retrain_in_flight = None
+        st.conditions = c.set_condition(st.conditions, c.RETRAINING, "False", REASON_RETRAIN_DONE,
+                                        f"retrain {rec.id if rec else '?'} {state.lower()}", now)
