@@ -5,7 +5,8 @@ two LoRA versions of the tiny Llama registered in MLflow (built as in test_servi
 One story, in order: a ModelDeployment following `champion` serves it and answers completions; a
 second ModelDeployment (pinned) on the same Ray cluster deploys without deleting the first; moving
 `champion` switches serving while a client sends requests throughout, with no failed request and no
-replica restart; bad model references get ModelResolved=False naming what exists; the operator
+replica restart; bad model references get ModelResolved=False naming what exists; a registered
+version that cannot answer its warm-up request never takes the default (the old keeps serving); the operator
 killed mid-rollout and restarted converges to one served version; deleting a ModelDeployment removes
 only its own application.
 """
@@ -231,6 +232,23 @@ def test_bad_model_references_say_what_exists(stack: Stack) -> None:
                     "ModelNotFound", timeout=60)
     assert "nobody-registered-this" in cond(st, "ModelResolved")["message"]
     assert not any(name.endswith(("no-alias", "no-model")) for name in stack.apps())
+
+
+def test_a_candidate_that_cannot_answer_never_takes_traffic(stack: Stack) -> None:
+    from mlflow.tracking import MlflowClient
+
+    _, v2 = stack.versions
+    client = MlflowClient(stack.tracking_uri, registry_uri=stack.tracking_uri)
+    broken = str(client.create_model_version(MODEL_NAME, "s3://nowhere/not-an-adapter").version)
+    stack.set_champion(broken)
+    st = stack.wait("inv", lambda s: cond(s, "RollingOut").get("reason") == "CandidateUnhealthy", "CandidateUnhealthy",
+                    timeout=240)
+    assert st["servedVersion"] == v2 and cond(st, "Ready")["status"] == "True" and st["phase"] == "Degraded"
+    assert f"version {broken} did not answer" in cond(st, "RollingOut")["message"]
+    ingress = {d["name"]: d for d in stack.apps()[f"{stack.ns}.inv"]["deployed_app_config"]["deployments"]}["Ingress"]
+    assert ingress["user_config"] == {"default_model_id": f"{MODEL_NAME}/{v2}"}
+    status, answer = complete(st["endpoint"])
+    assert status == 200 and answer["model"] == f"{MODEL_NAME}/{v2}", answer
 
 
 def test_operator_killed_mid_rollout_converges(stack: Stack) -> None:

@@ -55,10 +55,10 @@ def status(served: str | None = None, rollout: str | None = None, applied: datet
 
 
 def observed(lookup: ModelLookup | None = None, app_: ServeApp | None = None, st: ModelDeploymentStatus | None = None,
-             s: ModelDeploymentSpec | None = None, address: str | None = ADDRESS, tracking: str | None = MLFLOW
-             ) -> DeployObserved:
+             s: ModelDeploymentSpec | None = None, address: str | None = ADDRESS, tracking: str | None = MLFLOW,
+             warmup: deploying.Warmup | None = None) -> DeployObserved:
     return DeployObserved("ns", "md", 1, s or spec(), st or ModelDeploymentStatus(), NOW, address, tracking,
-                          lookup, app_, "http://127.0.0.1:8000")
+                          lookup, app_, "http://127.0.0.1:8000", warmup=warmup)
 
 
 @dataclass
@@ -89,9 +89,17 @@ CASES: dict[str, Case] = {
         observed(found("2"), app("RUNNING"), status(rollout="2")), "Serving", ("True", "Serving"), requeue=10,
         served="2", rolling_out="False", events=("Serving", "RolloutComplete"),
         message_has=("http://127.0.0.1:8000/ns/md",)),
-    "RUNNING with another config: send ours": Case(
-        observed(found("2"), app("RUNNING", version="1"), status(served="1")), "Serving", ("True", "Serving"),
-        put=True, requeue=2, served="1", rolling_out="True"),
+    "another version serving, candidate warmed up: send ours": Case(
+        observed(found("2"), app("RUNNING", version="1"), status(served="1"), warmup=deploying.Warmup("inv/2", True)),
+        "Serving", ("True", "Serving"), put=True, requeue=2, served="1", rolling_out="True"),
+    "another version serving, candidate failed its warm-up: keep the old": Case(
+        observed(found("2"), app("RUNNING", version="1"), status(served="1"),
+                 warmup=deploying.Warmup("inv/2", False, "HTTP 400: adapter has no base model")),
+        "Degraded", ("True", "Serving"), requeue=10, served="1", rolling_out="False",
+        events=("Serving", "CandidateUnhealthy"), message_has=("HTTP 400: adapter has no base model",)),
+    "another version serving, warm-up was of another id: no switch": Case(
+        observed(found("2"), app("RUNNING", version="1"), status(served="1"), warmup=deploying.Warmup("inv/9", True)),
+        "Degraded", ("True", "Serving"), requeue=10, served="1", rolling_out="False"),
     "alias moved while serving: old keeps serving during the switch": Case(
         observed(found("3"), app("RUNNING", version="3", first="2", deployed_at=T0.timestamp()),
                  status(served="2", rollout="3", first="2", applied=NOW)),
@@ -178,7 +186,8 @@ def test_decide_deployment(case: Case) -> None:
 
 
 def test_a_switch_keeps_args_and_changes_only_the_ingress_user_config() -> None:
-    plan = deploying.decide_deployment(observed(found("3"), app("RUNNING", version="2"), status(served="2")), POLICY)
+    plan = deploying.decide_deployment(observed(found("3"), app("RUNNING", version="2"), status(served="2"),
+                                                warmup=deploying.Warmup("inv/3", True)), POLICY)
     (action,) = plan.actions
     before, after = config_for("2"), action.config
     assert after["args"] == before["args"]  # args unchanged: no replica restart
@@ -195,6 +204,13 @@ def test_a_confirmed_switch_is_recorded_once() -> None:
     assert (record.version, record.previous_version, record.alias) == ("3", "2", "champion")
     again = deploying.decide_deployment(replace(o, status=plan.status), POLICY)
     assert len(again.status.rollout_history) == 1 and again.events == () and again.status == plan.status
+
+
+def test_warmup_is_asked_only_to_protect_a_serving_version() -> None:
+    assert deploying.needs_warmup(observed(found("2"), app("RUNNING", version="1"), status(served="1")))
+    assert not deploying.needs_warmup(observed(found("2")))  # first deploy: nothing to protect
+    assert not deploying.needs_warmup(observed(found("1"), app("RUNNING", version="1"), status(served="1")))
+    assert not deploying.needs_warmup(observed(found("2"), app("DEPLOYING", version="1"), status(served="1")))
 
 
 def test_waits_back_off_and_warn_once_per_ceiling() -> None:

@@ -68,6 +68,7 @@ REASON_SERVING = "Serving"  # RUNNING with the config sent, deployed after it wa
 REASON_ROLLOUT_COMPLETE = "RolloutComplete"  # RollingOut False: the wanted version is serving
 REASON_DEPLOY_FAILED = "DeployFailed"  # Ray Serve reports DEPLOY_FAILED; the message has Serve's reason
 REASON_UNHEALTHY = "Unhealthy"  # Ray Serve reports UNHEALTHY (replicas failing health checks)
+REASON_CANDIDATE_UNHEALTHY = "CandidateUnhealthy"  # RollingOut False: the new version failed its warm-up request
 REASON_RAY_NOT_CONFIGURED = "RayNotConfigured"  # world: no spec.serving.address and no TUNELOOP_SERVE_ADDRESS
 REASON_NOT_IMPLEMENTED = "NotImplemented"  # spec: a serving path this operator does not implement yet
 # ModelDeployment monitors (DriftDetected, QualityDegraded; operator.logic.monitor_verdict):

@@ -46,6 +46,7 @@ class Serve(Protocol):
 
     async def get_state(self, address: str) -> ServeState: ...
     async def apply_app(self, address: str, name: str, config: dict[str, Any] | None) -> bool: ...
+    async def warm_up(self, endpoint: str, model_id: str) -> tuple[bool, str]: ...
 
 
 def parse_state(payload: dict[str, Any]) -> ServeState:
@@ -146,6 +147,29 @@ class HttpServe:
                 raise _refused("deploy", url, status, payload)
             self.puts += 1
             return True
+
+    async def warm_up(self, endpoint: str, model_id: str) -> tuple[bool, str]:
+        """One completion with `model_id` through the application's own route: loads the version's adapter
+        on a replica and proves it answers. (ok, what went wrong); never raises."""
+        url = endpoint.rstrip("/") + "/v1/completions"
+        headers = {"x-request-id": f"tuneloop-warmup-{model_id.replace('/', '-')}"}
+        try:
+            async with self._get_session().post(url, json=_warmup_body(model_id), headers=headers,
+                                                timeout=aiohttp.ClientTimeout(total=WARMUP_TIMEOUT_SECONDS)) as resp:
+                text = await resp.text()
+                if resp.status == 200:
+                    return True, ""
+                return False, f"HTTP {resp.status}: {text[:400]}"
+        except (TimeoutError, aiohttp.ClientError, OSError) as e:
+            return False, describe(e, WARMUP_TIMEOUT_SECONDS)
+
+
+WARMUP_PROMPT = "tuneloop warm-up"
+WARMUP_TIMEOUT_SECONDS = 120.0  # the first request of a version downloads and attaches its adapter
+
+
+def _warmup_body(model_id: str) -> dict[str, Any]:
+    return {"model": model_id, "prompt": WARMUP_PROMPT, "max_tokens": 1, "temperature": 0}
 
 
 def _refused(verb: str, url: str, status: int, payload: Any) -> Exception:

@@ -132,7 +132,14 @@ class DeploymentReconciler:
         if state.http_host not in (None, "0.0.0.0", "::", "127.0.0.1", "localhost"):
             host = str(state.http_host)
         port = state.http_port or self.settings.serve_http_port
-        return replace(o, app=app, endpoint_base=f"http://{host}:{port}")
+        o = replace(o, app=app, endpoint_base=f"http://{host}:{port}")
+        if deploying.needs_warmup(o):
+            assert o.lookup is not None and o.lookup.version is not None and o.endpoint_base is not None
+            model_id = serveconfig.model_id(o.spec.model.name, o.lookup.version.version)
+            endpoint = o.endpoint_base + serveconfig.route_prefix(o.namespace, o.name)
+            ok, message = await self.serve.warm_up(endpoint, model_id)
+            o = replace(o, warmup=deploying.Warmup(model_id, ok, message))
+        return o
 
     async def _write(self, body: dict[str, Any], before: ModelDeploymentStatus, plan: DeployPlan) -> None:
         """Events first, then status: the status write commits the step (as for FineTunes)."""

@@ -77,6 +77,15 @@ class ServeApp:
 
 
 @dataclass(frozen=True)
+class Warmup:
+    """One completion asked of the running application with the candidate's model id, before the switch."""
+
+    model_id: str
+    ok: bool
+    message: str = ""
+
+
+@dataclass(frozen=True)
 class DeployObserved:
     namespace: str
     name: str
@@ -91,6 +100,7 @@ class DeployObserved:
     endpoint_base: str | None = None  # http://host:port of the Serve proxy
     uid: str = ""
     rayservice: dict[str, Any] | None = None  # RayService mode: our RayService as the apiserver has it
+    warmup: Warmup | None = None  # the candidate's answer to one request, when `needs_warmup` asked for it
 
 
 @dataclass(frozen=True)
@@ -236,6 +246,8 @@ def decide_deployment(o: DeployObserved, p: DeployPolicy) -> DeployPlan:
     if app is None:
         st.served_version, st.ready_replicas, st.endpoint = None, 0, None
     if app is None or not serveconfig.matches(config, deployed):
+        if needs_warmup(o) and (o.warmup is None or o.warmup.model_id != wanted_id or not o.warmup.ok):
+            return _with_events(o, _candidate_unhealthy(o, st, version, wanted_id, p))
         st.rollout = RolloutStatus(version=version, model_id=wanted_id, start_time=start_time, applied_time=o.now,
                                    config_hash=digest)
         what = "written to the RayService" if on_kuberay else "sent to Ray Serve"
@@ -262,6 +274,32 @@ def decide_deployment(o: DeployObserved, p: DeployPolicy) -> DeployPlan:
     if st.rollout is None or st.rollout.version != version:
         st.rollout = RolloutStatus(version=version, model_id=wanted_id, start_time=start_time, config_hash=digest)
     return _with_events(o, _rolling(o, st, version, f"Serve reports {app.status}", p, ()))
+
+
+def needs_warmup(o: DeployObserved) -> bool:
+    """Whether the resolved version must answer once before it takes the default: only when another
+    version is serving on a RUNNING ExistingCluster application (the switch then only moves the Ingress
+    default, so the candidate's adapter is loaded and proven on a live replica first; a first deploy
+    or a RayService has nothing serving to protect)."""
+    lookup, app = o.lookup, o.app
+    return (o.spec.serving.mode == "ExistingCluster" and lookup is not None and lookup.version is not None
+            and app is not None and app.status == "RUNNING" and bool(o.status.served_version)
+            and o.status.served_version != lookup.version.version and o.endpoint_base is not None)
+
+
+def _candidate_unhealthy(o: DeployObserved, st: ModelDeploymentStatus, version: str, model_id: str,
+                         p: DeployPolicy) -> DeployPlan:
+    """The candidate failed its warm-up request: the served version keeps the traffic; tried again later."""
+    detail = o.warmup.message if o.warmup is not None else "no answer"
+    message = (f"version {version} did not answer a warm-up completion ({model_id}): {detail}; version "
+               f"{st.served_version} keeps serving, retried with backoff")
+    st.phase = "Degraded"
+    st.conditions = c.set_condition(st.conditions, c.ROLLING_OUT, "False", c.REASON_CANDIDATE_UNHEALTHY, message,
+                                    o.now, o.generation)
+    w = waiting.decide_wait(o.status.waiting, c.REASON_CANDIDATE_UNHEALTHY, o.now, p.poll_seconds, p.max_poll_seconds)
+    st.waiting = w.status
+    events = (Event("Warning", c.REASON_CANDIDATE_UNHEALTHY, c.truncate(message)),) if w.warn else ()
+    return DeployPlan(st, (), events, w.requeue_seconds)
 
 
 def _rolling(o: DeployObserved, st: ModelDeploymentStatus, version: str, what: str, p: DeployPolicy,
