@@ -69,3 +69,38 @@ def test_unreachable_ray_and_a_late_alias_are_waits(operator_env: Any, rayjob_cr
         assert "RayUnavailable" in warnings and "AliasNotFound" in warnings, warnings
     assert runner.exit_code == 0, runner.output
     assert "reconcile crashed" not in runner.output
+
+
+def test_a_status_write_from_a_stale_read_writes_nothing(operator_env: Any, api_client: Any, namespace: str) -> None:
+    """Two daemons (serving, monitoring) write a ModelDeployment's status: the serving one writes only
+    if the object is still the version it read, so it never undoes the monitor's write."""
+    import asyncio
+
+    from tuneloop.operator.clients.kube import RealKube
+
+    api = k8s.CustomObjectsApi(api_client)
+    body = {"apiVersion": constants.API_VERSION, "kind": constants.DEPLOYMENT_KIND, "metadata": {"name": "cas"},
+            "spec": {"model": {"name": MODEL, "version": "1"}}}
+    created = api.create_namespaced_custom_object(constants.GROUP, constants.VERSION, namespace,
+                                                  constants.DEPLOYMENT_PLURAL, body)
+    stale = created["metadata"]["resourceVersion"]
+
+    async def story() -> tuple[bool, bool, bool]:
+        kube = RealKube.from_environment(2)
+        try:
+            first = await kube.write_modeldeployment_status_if(namespace, "cas", {"phase": "Pending"}, stale)
+            # the monitor's write, from its own read
+            await kube.write_modeldeployment_status(namespace, "cas", {"phase": "Pending", "consecutiveBreaches": 2})
+            second = await kube.write_modeldeployment_status_if(namespace, "cas", {"phase": "Serving"}, stale)
+            current = await kube.get_modeldeployment(namespace, "cas")
+            assert current is not None
+            third = await kube.write_modeldeployment_status_if(
+                namespace, "cas", {**current["status"], "phase": "Serving"}, current["metadata"]["resourceVersion"])
+            return first, second, third
+        finally:
+            kube.close()
+
+    assert asyncio.run(story()) == (True, False, True)
+    status = api.get_namespaced_custom_object(constants.GROUP, constants.VERSION, namespace,
+                                              constants.DEPLOYMENT_PLURAL, "cas")["status"]
+    assert status == {"phase": "Serving", "consecutiveBreaches": 2}

@@ -199,6 +199,30 @@ class RealKube:
             _content_type="application/json-patch+json",
         )
 
+    async def write_modeldeployment_status_if(self, namespace: str, name: str, status: dict[str, Any],
+                                              resource_version: str) -> bool:
+        """Replace the status only if the object is still `resource_version` (a JSON patch `test`): two
+        daemons write a ModelDeployment's status (serving, monitoring), and a whole-status write from a
+        stale read would undo the other's. False: it changed meanwhile, nothing was written."""
+        ops = [{"op": "test", "path": "/metadata/resourceVersion", "value": resource_version},
+               {"op": "add", "path": "/status", "value": status}]
+        try:
+            await self._call(
+                f"write status of ModelDeployment {namespace}/{name}",
+                self._custom.patch_namespaced_custom_object_status,
+                constants.GROUP, constants.VERSION, namespace, constants.DEPLOYMENT_PLURAL, name, ops,
+                _content_type="application/json-patch+json",
+            )
+        except Rejected as e:
+            # A failed `test` is a bare 422 "Invalid" (no cause named): tell it from a status the schema
+            # refuses by whether the object moved on.
+            if isinstance(e.__cause__, ApiException) and e.__cause__.status in (409, 422):
+                current = await self.get_modeldeployment(namespace, name)
+                if current is None or current["metadata"].get("resourceVersion") != resource_version:
+                    return False
+            raise
+        return True
+
     async def annotate_finetune(self, namespace: str, name: str, key: str, value: str) -> None:
         """Set one annotation (merge patch); a FineTune that no longer exists is not an error."""
         try:

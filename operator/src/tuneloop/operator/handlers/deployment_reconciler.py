@@ -40,6 +40,8 @@ def utcnow() -> datetime:
 class DeploymentKube(Protocol):
     async def get_modeldeployment(self, namespace: str, name: str) -> dict[str, Any] | None: ...
     async def write_modeldeployment_status(self, namespace: str, name: str, status: dict[str, Any]) -> None: ...
+    async def write_modeldeployment_status_if(self, namespace: str, name: str, status: dict[str, Any],
+                                              resource_version: str) -> bool: ...
     async def get_rayservice(self, namespace: str, name: str) -> dict[str, Any] | None: ...
     async def apply_rayservice(self, body: dict[str, Any]) -> None: ...
 
@@ -84,7 +86,7 @@ class DeploymentReconciler:
                                             f"spec does not match this operator's model: {e}", self.clock(),
                                             st.observed_generation)
             await self._write(body, status, DeployPlan(st))
-            return None
+            return None  # (a lost race here is redone on the next change)
         o = DeployObserved(namespace=meta["namespace"], name=meta["name"], generation=meta.get("generation", 0),
                            spec=spec, status=status, now=self.clock(), address=self.address(spec),
                            tracking_uri=self.tracking_uri(spec), uid=meta.get("uid", ""))
@@ -105,7 +107,10 @@ class DeploymentReconciler:
             kind = "unreachable" if isinstance(e, Unavailable) else "refused the request"
             plan = deploying.decide_unavailable(o, self.policy, reason,
                                                 f"{e.system} {kind}; retrying with backoff: {e}")
-        await self._write(body, status, plan)
+        if not await self._write(body, status, plan):
+            # The monitor daemon wrote meanwhile: decide again from a fresh read (our actions are idempotent).
+            log.debug("status of %s/%s changed under us; looking again", namespace, name)
+            return min(self.policy.rollout_poll_seconds, 1.0)
         log.debug("looked at %s/%s: %s, next look %s", namespace, name, plan.status.phase,
                   "on change" if plan.requeue_seconds is None else f"in {plan.requeue_seconds:g}s")
         return plan.requeue_seconds
@@ -141,14 +146,20 @@ class DeploymentReconciler:
             o = replace(o, warmup=deploying.Warmup(model_id, ok, message))
         return o
 
-    async def _write(self, body: dict[str, Any], before: ModelDeploymentStatus, plan: DeployPlan) -> None:
-        """Events first, then status: the status write commits the step (as for FineTunes)."""
+    async def _write(self, body: dict[str, Any], before: ModelDeploymentStatus, plan: DeployPlan) -> bool:
+        """Events first, then status: the status write commits the step (as for FineTunes). The write is
+        conditional on the version read: False when another writer got there first (nothing written)."""
         for event in plan.events:
             await self.events.emit(body, event.type, event.reason, event.message)
         after = plan.status
-        if after.to_k8s() != before.to_k8s():
-            meta = body["metadata"]
+        if after.to_k8s() == before.to_k8s():
+            return True
+        meta = body["metadata"]
+        if not meta.get("resourceVersion"):
             await self.kube.write_modeldeployment_status(meta["namespace"], meta["name"], after.to_k8s())
+            return True
+        return await self.kube.write_modeldeployment_status_if(meta["namespace"], meta["name"], after.to_k8s(),
+                                                               str(meta["resourceVersion"]))
 
     async def cleanup(self, body: dict[str, Any]) -> None:
         """Remove our application from Serve (every other application stays). Raises ClientError to be
