@@ -196,6 +196,8 @@ def test_monitor_checks_request_guarded_retrains_that_survive_a_restart(
         ft_st = wait_status(cluster, "ft", lambda s: (s.get("run") or {}).get("number") == 2 and launched(1)(s),
                             "run 2 launched for the request")
         assert ft_st["run"]["trigger"] == f"retrain:{rid}" and ft_st["handledRetrainRequest"] == rid
+        assert ft_st["run"]["triggerReason"].startswith(f"{rid}: requested by ModelDeployment {ns}/loop at ")
+        assert "drift share 0.80 (prompt_length)" in ft_st["run"]["triggerReason"]
         assert {"DriftDetected", "QualityDegraded", "RetrainRequested"} <= set(mds.event_reasons("loop"))
 
         # the operator killed during the retrain and restarted: still breaching, no second request or run

@@ -69,9 +69,12 @@ class Kube:
     async def annotate_finetune(self, namespace: str, name: str, key: str, value: str) -> None:
         if self.fail_annotate:
             raise RuntimeError("killed between the status write and the annotation")
-        assert key == constants.ANNOTATION_RETRAIN_REQUEST
-        self.annotations.append((name, value))
         assert self.ft is not None
+        if key == constants.ANNOTATION_RETRAIN_REASON:
+            assert value.split(":", 1)[0] not in [v for _, v in self.annotations], "the reason comes first"
+        else:
+            assert key == constants.ANNOTATION_RETRAIN_REQUEST
+            self.annotations.append((name, value))
         self.ft["metadata"]["annotations"][key] = value
 
 
@@ -125,6 +128,9 @@ async def test_breaches_in_a_row_request_one_retrain_and_the_fine_tune_is_annota
     rid = st["retrainInFlight"]
     assert kube.annotations == [("ft", rid)] and st["retrainHistory"][0]["state"] == "Requested"
     assert "drift share 0.80 (prompt_length)" in st["retrainHistory"][0]["reason"]
+    reason = kube.ft["metadata"]["annotations"][constants.ANNOTATION_RETRAIN_REASON]
+    assert reason.startswith(f"{rid}: requested by ModelDeployment ns/md at 2026-11-23T12:01:00")
+    assert "drift share 0.80 (prompt_length)" in reason
     assert cond(kube, "Retraining")["status"] == "True" and "RetrainRequested" in reasons(events)
     await tick(r, clock)  # still breaching, the retrain in flight: no second request
     assert kube.annotations == [("ft", rid)] and len(kube.md["status"]["retrainHistory"]) == 1

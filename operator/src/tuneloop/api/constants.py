@@ -29,6 +29,8 @@ LABEL_DEPLOYMENT = f"{GROUP}/modeldeployment"
 # so a spec that Git owns is never mutated.
 ANNOTATION_RETRAIN_REQUEST = f"{GROUP}/retrain-request"
 ANNOTATION_APPROVE_RETRAIN = f"{GROUP}/approve-retrain"
+# Set with the request: who asked, when and why (metric, drift figures); the run it starts records it in status.
+ANNOTATION_RETRAIN_REASON = f"{GROUP}/retrain-reason"
 # Set by the operator on a FineTune whose version just lost `champion`: wakes it to re-read its alias.
 ANNOTATION_ALIAS_CHECK = f"{GROUP}/alias-check"
 KOPF_ANNOTATION_PREFIX = GROUP

@@ -282,6 +282,10 @@ class RunStatus(ApiModel):
     number: int = Field(description="Run number, 1-based; increases with each new generation or retrain.")
     generation: int = Field(description="metadata.generation the run trains.")
     trigger: str | None = Field(default=None, description="Why the run started: spec, or retrain:<request id>.")
+    trigger_reason: str | None = Field(
+        default=None, description="For a retrain: who asked, when and why (the ModelDeployment's quality and drift "
+        "figures), from the tuneloop.io/retrain-reason annotation."
+    )
     mode: LaunchMode | None = Field(default=None, description="RayJob or ExistingCluster.")
     spec_hash: str | None = Field(
         default=None,

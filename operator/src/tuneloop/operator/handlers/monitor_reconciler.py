@@ -53,6 +53,13 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def retrain_reason(body: dict[str, Any], rec: RetrainRecord) -> str:
+    """The FineTune's tuneloop.io/retrain-reason: `<request id>: requested by … at …: <trigger>`."""
+    meta = body["metadata"]
+    return c.truncate(f"{rec.id}: requested by ModelDeployment {meta['namespace']}/{meta['name']} at "
+                      f"{rec.requested_at.isoformat()}: {rec.reason}", 2000)
+
+
 class MonitorKube(Protocol):
     async def get_modeldeployment(self, namespace: str, name: str) -> dict[str, Any] | None: ...
     async def write_modeldeployment_status(self, namespace: str, name: str, status: dict[str, Any]) -> None: ...
@@ -183,6 +190,10 @@ class MonitorReconciler:
         if st.to_k8s() != before.to_k8s():
             await self.kube.write_modeldeployment_status(meta["namespace"], meta["name"], st.to_k8s())
         if annotate is not None and spec.fine_tune_ref is not None:
+            rec = next((r for r in st.retrain_history if r.id == annotate), None)
+            if rec is not None:  # first the reason, so the FineTune has it when the request wakes it
+                await self.kube.annotate_finetune(meta["namespace"], spec.fine_tune_ref.name,
+                                                  constants.ANNOTATION_RETRAIN_REASON, retrain_reason(body, rec))
             await self.kube.annotate_finetune(meta["namespace"], spec.fine_tune_ref.name,
                                               constants.ANNOTATION_RETRAIN_REQUEST, annotate)
 

@@ -151,6 +151,7 @@ class FineTuneReconciler:
             namespace=meta["namespace"], name=meta["name"], uid=meta["uid"], generation=meta.get("generation", 0),
             spec=spec, status=status, now=self.clock(),
             retrain_request=(meta.get("annotations") or {}).get(constants.ANNOTATION_RETRAIN_REQUEST),
+            retrain_reason=(meta.get("annotations") or {}).get(constants.ANNOTATION_RETRAIN_REASON),
             recheck=meta["uid"] not in self._seen,
         )
         try:

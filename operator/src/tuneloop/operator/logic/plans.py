@@ -66,6 +66,7 @@ class Observed:
     status: FineTuneStatus
     now: datetime
     retrain_request: str | None = None
+    retrain_reason: str | None = None  # the tuneloop.io/retrain-reason annotation sent with the request
     recheck: bool = False  # first look since the operator started: re-check a spec verdict once
     problems: tuple[Problem, ...] = ()
     job: JobObservation | None = None

@@ -176,6 +176,13 @@ def _wait(o: Observed, p: Policy, st: FineTuneStatus, phase: Phase, reason: str,
 # --- phases ----------------------------------------------------------------------------------
 
 
+def _retrain_reason(o: Observed, trigger: str) -> str | None:
+    """The reason annotation, only when it speaks of this request (`<request id>: …`): a stale one is not ours."""
+    rid = trigger.removeprefix("retrain:")
+    reason = o.retrain_reason or ""
+    return reason if trigger.startswith("retrain:") and reason.startswith(f"{rid}:") else None
+
+
 def _start_run(o: Observed, p: Policy, st: FineTuneStatus, trigger: str) -> Plan:
     actions: list[Action] = []
     if st.run is not None and st.phase in ACTIVE_PHASES and st.run.attempt > 0:
@@ -191,6 +198,7 @@ def _start_run(o: Observed, p: Policy, st: FineTuneStatus, trigger: str) -> Plan
         return Plan(plan.status, tuple(actions))
     st.run = RunStatus(
         number=(st.run.number if st.run else 0) + 1, generation=o.generation, trigger=trigger,
+        trigger_reason=_retrain_reason(o, trigger),
         mode=o.spec.ray.mode, spec_hash=naming.spec_hash(o.spec), attempt=0,
     )
     st.metrics, st.baseline_metrics, st.dataset, st.model, st.promotion = {}, {}, None, None, None
