@@ -104,6 +104,11 @@ class ReferenceData(ApiModel):
     }
 
 
+_DEFAULT_DRIFT_COLUMNS: tuple[DriftColumn, ...] = (
+    "prompt_length", "prompt_word_count", "prompt_non_letter_share", "response_length", "response_json_valid",
+)
+
+
 class DriftSpec(ApiModel):
     """Evidently data-drift thresholds."""
 
@@ -111,9 +116,7 @@ class DriftSpec(ApiModel):
         default=0.5, gt=0, le=1, description="Drift when this share of monitored columns drifted."
     )
     columns: list[DriftColumn] = Field(
-        default_factory=lambda: [
-            "prompt_length", "prompt_word_count", "prompt_non_letter_share", "response_length", "response_json_valid",
-        ],
+        default_factory=lambda: list(_DEFAULT_DRIFT_COLUMNS),
         min_length=1,
         description="Text descriptors of the inputs (prompt_*) and answers (response_*) tested for drift, each with "
         "its own method (Kolmogorov-Smirnov for numbers, Jensen-Shannon for yes/no columns); response_schema_match "
