@@ -7,6 +7,7 @@ once, off the event loop."""
 from __future__ import annotations
 
 import asyncio
+import copy
 import functools
 import threading
 import time
@@ -38,7 +39,7 @@ def sync(test: Any) -> Any:
 
 def md_body(approval: str = "Auto", retrain: bool = True) -> dict[str, Any]:
     return {
-        "metadata": {"namespace": "ns", "name": "md", "generation": 1, "uid": "u1"},
+        "metadata": {"namespace": "ns", "name": "md", "generation": 1, "uid": "u1", "resourceVersion": "1"},
         "spec": {"model": {"name": "m", "alias": "champion", "trackingUri": "http://mlflow"},
                  "fineTuneRef": {"name": "ft"},
                  "monitoring": {"intervalSeconds": INTERVAL, "minSamples": 10,
@@ -56,12 +57,25 @@ class Kube:
                                           "status": {"phase": "Succeeded"}}
         self.annotations: list[tuple[str, str]] = []
         self.fail_annotate = False
+        self.other_writer: Any = None
 
     async def get_modeldeployment(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return self.md
+        return copy.deepcopy(self.md)
 
-    async def write_modeldeployment_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+    async def write_modeldeployment_status_if(self, namespace: str, name: str, status: dict[str, Any],
+                                              resource_version: str) -> bool:
+        if self.other_writer is not None:  # the serving daemon writes between our read and our write
+            self.other_writer(self.md)
+            self.other_writer = None
+            self.bump()
+        if resource_version != self.md["metadata"]["resourceVersion"]:
+            return False
         self.md = {**self.md, "status": status}
+        self.bump()
+        return True
+
+    def bump(self) -> None:
+        self.md["metadata"]["resourceVersion"] = str(int(self.md["metadata"]["resourceVersion"]) + 1)
 
     async def get_finetune(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self.ft
@@ -255,3 +269,23 @@ async def test_a_missing_monitor_extra_is_a_failed_check_not_a_crash() -> None:
     answer = await pool.check({})
     pool.close()
     assert answer.error == mon.ERROR_CHECK and "monitor extra" in answer.message
+
+
+@sync
+async def test_a_status_written_by_the_serving_daemon_meanwhile_is_kept_and_effects_happen_once() -> None:
+    r, kube, _, events, clock = make(md_body(), DRIFTED, DRIFTED)
+    await tick(r, clock)
+
+    def serving_writes(md: dict[str, Any]) -> None:
+        md["status"] = {**md["status"], "servedVersion": "7", "phase": "Serving"}
+
+    kube.other_writer = serving_writes
+    await tick(r, clock)
+    st = kube.md["status"]
+    assert st["servedVersion"] == "7" and st["phase"] == "Serving"  # not undone by our write
+    assert st["retrainInFlight"] and len(st["monitorHistory"]) == 2 and len(st["retrainHistory"]) == 1
+    assert reasons(events).count("RetrainRequested") == 1 and len(kube.annotations) == 1
+    counted = r.metrics.registry.get_sample_value(
+        "tuneloop_retrains_total", {"namespace": "ns", "deployment": "md", "outcome": "requested",
+                                    "reason": "QualityBreach"})
+    assert counted == 1

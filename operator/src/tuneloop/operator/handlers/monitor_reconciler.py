@@ -13,7 +13,8 @@ id, so the FineTune controller starts one run for it, never two.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
@@ -38,6 +39,7 @@ from tuneloop.operator.settings import OperatorSettings
 log = logging.getLogger(__name__)
 
 HISTORY = 20  # monitorHistory and retrainHistory keep this many entries
+WRITE_TRIES = 3  # conditional status writes lost to the serving daemon before leaving it to the next look
 FAILURE_REASONS = {mon.ERROR_REFERENCE: c.REASON_REFERENCE_UNAVAILABLE,
                    mon.ERROR_REGISTRY: c.REASON_REGISTRY_UNAVAILABLE,
                    mon.ERROR_TRAFFIC: c.REASON_TRAFFIC_LOG_UNAVAILABLE, mon.ERROR_CHECK: c.REASON_CHECK_FAILED}
@@ -53,6 +55,15 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+@dataclass
+class Effects:
+    """What a decision does besides status, done only once the status write went through."""
+
+    events: list[tuple[str, str, str]] = field(default_factory=list)  # (type, reason, message)
+    counts: list[tuple[str, str]] = field(default_factory=list)  # tuneloop_retrains_total (outcome, reason)
+    annotate: str | None = None  # request id to send to the FineTune
+
+
 def retrain_reason(body: dict[str, Any], rec: RetrainRecord) -> str:
     """The FineTune's tuneloop.io/retrain-reason: `<request id>: requested by … at …: <trigger>`."""
     meta = body["metadata"]
@@ -62,7 +73,8 @@ def retrain_reason(body: dict[str, Any], rec: RetrainRecord) -> str:
 
 class MonitorKube(Protocol):
     async def get_modeldeployment(self, namespace: str, name: str) -> dict[str, Any] | None: ...
-    async def write_modeldeployment_status(self, namespace: str, name: str, status: dict[str, Any]) -> None: ...
+    async def write_modeldeployment_status_if(self, namespace: str, name: str, status: dict[str, Any],
+                                              resource_version: str) -> bool: ...
     async def get_finetune(self, namespace: str, name: str) -> dict[str, Any] | None: ...
     async def annotate_finetune(self, namespace: str, name: str, key: str, value: str) -> None: ...
 
@@ -130,72 +142,91 @@ class MonitorReconciler:
 
     async def act(self, body: dict[str, Any], spec: ModelDeploymentSpec, answer: mon.CheckAnswer,
                   interval: float) -> float:
-        """Conditions, metrics and Events from the answer; then retraining; status written once, from a
-        fresh read so that fields the deployment reconciler wrote meanwhile are kept."""
+        """Conditions, metrics and Events from the answer; then retraining. Status is written only if the
+        object is still the version read (the serving daemon writes status too): a lost race is decided
+        again from a fresh read, so neither daemon undoes the other's write."""
         meta = body["metadata"]
         namespace, name = meta["namespace"], meta["name"]
-        fresh = await self.kube.get_modeldeployment(namespace, name) or body
-        before = ModelDeploymentStatus.model_validate(fresh.get("status") or {})
-        st = before.model_copy(deep=True)
-        now, generation = self.clock(), meta.get("generation")
+        now = self.clock()
+        next_look = min(interval, self.settings.max_poll_seconds) if answer.error else interval
+
+        async def decide(fresh: dict[str, Any], st: ModelDeploymentStatus, effects: Effects) -> None:
+            generation = fresh["metadata"].get("generation")
+            if answer.error:
+                verdict = decide_monitor_failure(FAILURE_REASONS.get(answer.error, c.REASON_CHECK_FAILED),
+                                                 answer.message or answer.error, st.conditions,
+                                                 st.consecutive_breaches, now, generation)
+            else:
+                window = Window(samples=answer.samples, insufficient=answer.insufficient,
+                                drift_share=answer.drift_share, quality=answer.quality)
+                verdict = decide_monitor_verdict(window, spec.monitoring, st.conditions, st.consecutive_breaches,
+                                                 now, generation)
+                result = MonitorResult(time=now, samples=answer.samples, drift_share=answer.drift_share,
+                                       drifted_columns=list(answer.drifted_columns), quality=answer.quality,
+                                       breach=bool(verdict.breach), report_uri=answer.report_uri)
+                st.last_monitor = result
+                st.monitor_history = [*st.monitor_history, result][-HISTORY:]
+            st.conditions, st.consecutive_breaches = verdict.conditions, verdict.consecutive_breaches
+            effects.events += self.verdict_events(verdict, st)
+            if spec.retraining.enabled and spec.fine_tune_ref is not None:
+                await self.retrain(fresh, spec, st, verdict, answer, now, effects)
+
+        st = await self.commit(namespace, name, spec, decide)
         labels = {"namespace": namespace, "deployment": name}
-        if answer.error:
-            verdict = decide_monitor_failure(FAILURE_REASONS.get(answer.error, c.REASON_CHECK_FAILED),
-                                             answer.message or answer.error, st.conditions, st.consecutive_breaches,
-                                             now, generation)
-            next_look = min(interval, self.settings.max_poll_seconds)
-        else:
-            window = Window(samples=answer.samples, insufficient=answer.insufficient,
-                            drift_share=answer.drift_share, quality=answer.quality)
-            verdict = decide_monitor_verdict(window, spec.monitoring, st.conditions, st.consecutive_breaches, now,
-                                             generation)
-            result = MonitorResult(time=now, samples=answer.samples, drift_share=answer.drift_share,
-                                   drifted_columns=list(answer.drifted_columns), quality=answer.quality,
-                                   breach=bool(verdict.breach), report_uri=answer.report_uri)
-            st.last_monitor = result
-            st.monitor_history = [*st.monitor_history, result][-HISTORY:]
+        if st is None:
+            return min(next_look, self.settings.max_poll_seconds)
+        if not answer.error:
             self.metrics.monitor_last_success.labels(**labels).set(now.timestamp())
             if answer.drift_share is not None:
                 self.metrics.drift_share.labels(**labels).set(answer.drift_share)
             if answer.quality is not None:
                 self.metrics.quality.labels(**labels, metric=spec.monitoring.quality.metric).set(answer.quality)
-            next_look = interval
-        st.conditions, st.consecutive_breaches = verdict.conditions, verdict.consecutive_breaches
         self.metrics.consecutive_breaches.labels(**labels).set(st.consecutive_breaches)
-        events = self.verdict_events(verdict, st)
-        annotate: str | None = None
-        if spec.retraining.enabled and spec.fine_tune_ref is not None:
-            annotate, more = await self.retrain(fresh, spec, st, verdict, answer, now)
-            events += more
-        await self.commit(fresh, spec, before, st, events, annotate)
         log.debug("monitored %s/%s: %s", namespace, name, answer.error or f"{answer.samples} samples")
         return next_look
 
     async def follow(self, body: dict[str, Any], spec: ModelDeploymentSpec) -> None:
         """Between checks: the retrain in flight read back from the FineTune (re-sent if it never got it)."""
         meta = body["metadata"]
-        before = ModelDeploymentStatus.model_validate(body.get("status") or {})
-        st = before.model_copy(deep=True)
-        annotate, events = await self.settle(body, spec, st, self.clock())
-        await self.commit(body, spec, before, st, events, annotate)
+
+        async def decide(fresh: dict[str, Any], st: ModelDeploymentStatus, effects: Effects) -> None:
+            await self.settle(fresh, spec, st, self.clock(), effects)
+
+        await self.commit(meta["namespace"], meta["name"], spec, decide)
         log.debug("followed the retrain of %s/%s", meta["namespace"], meta["name"])
 
-    async def commit(self, body: dict[str, Any], spec: ModelDeploymentSpec, before: ModelDeploymentStatus,
-                     st: ModelDeploymentStatus, events: list[tuple[str, str, str]], annotate: str | None) -> None:
-        """Events, then status, then the FineTune's annotation: once our status holds a request, a crash
-        before the annotation is repaired by the next look, with the same id."""
-        meta = body["metadata"]
-        for type_, reason, message in events:
-            await self.events.emit(body, type_, reason, message)
-        if st.to_k8s() != before.to_k8s():
-            await self.kube.write_modeldeployment_status(meta["namespace"], meta["name"], st.to_k8s())
-        if annotate is not None and spec.fine_tune_ref is not None:
-            rec = next((r for r in st.retrain_history if r.id == annotate), None)
+    async def commit(self, namespace: str, name: str, spec: ModelDeploymentSpec,
+                     decide: Callable[[dict[str, Any], ModelDeploymentStatus, Effects], Awaitable[None]],
+                     ) -> ModelDeploymentStatus | None:
+        """Read, decide, write status if still that version (else again, a few times); then the Events, the
+        retrain counters and the FineTune's annotations. Status first: once it holds a request, a crash before
+        the annotation is repaired by the next look, with the same id. None: nothing written (gone, or the
+        object kept changing: the next look decides again)."""
+        for _ in range(WRITE_TRIES):
+            fresh = await self.kube.get_modeldeployment(namespace, name)
+            if fresh is None or fresh["metadata"].get("deletionTimestamp"):
+                return None
+            before = ModelDeploymentStatus.model_validate(fresh.get("status") or {})
+            st, effects = before.model_copy(deep=True), Effects()
+            await decide(fresh, st, effects)
+            if st.to_k8s() == before.to_k8s() or await self.kube.write_modeldeployment_status_if(
+                    namespace, name, st.to_k8s(), str(fresh["metadata"].get("resourceVersion", ""))):
+                break
+            log.debug("status of %s/%s changed under the monitor; deciding again", namespace, name)
+        else:
+            return None
+        for type_, reason, message in effects.events:
+            await self.events.emit(fresh, type_, reason, message)
+        for outcome, reason in effects.counts:
+            self.metrics.retrains.labels(namespace=namespace, deployment=name, outcome=outcome, reason=reason).inc()
+        if effects.annotate is not None and spec.fine_tune_ref is not None:
+            rec = next((r for r in st.retrain_history if r.id == effects.annotate), None)
             if rec is not None:  # first the reason, so the FineTune has it when the request wakes it
-                await self.kube.annotate_finetune(meta["namespace"], spec.fine_tune_ref.name,
-                                                  constants.ANNOTATION_RETRAIN_REASON, retrain_reason(body, rec))
-            await self.kube.annotate_finetune(meta["namespace"], spec.fine_tune_ref.name,
-                                              constants.ANNOTATION_RETRAIN_REQUEST, annotate)
+                await self.kube.annotate_finetune(namespace, spec.fine_tune_ref.name,
+                                                  constants.ANNOTATION_RETRAIN_REASON, retrain_reason(fresh, rec))
+            await self.kube.annotate_finetune(namespace, spec.fine_tune_ref.name,
+                                              constants.ANNOTATION_RETRAIN_REQUEST, effects.annotate)
+        return st
 
     def verdict_events(self, verdict: MonitorVerdict, st: ModelDeploymentStatus) -> list[tuple[str, str, str]]:
         out = []
@@ -209,31 +240,25 @@ class MonitorReconciler:
         return out
 
     async def retrain(self, body: dict[str, Any], spec: ModelDeploymentSpec, st: ModelDeploymentStatus,
-                      verdict: MonitorVerdict, answer: mon.CheckAnswer,
-                      now: datetime) -> tuple[str | None, list[tuple[str, str, str]]]:
-        """Settle the retrain in flight from the FineTune, then decide on a new one. Returns the request id
-        to annotate the FineTune with (None: none) and the Events to post. Mutates `st`."""
-        annotate, events = await self.settle(body, spec, st, now)
-        if verdict.breach is not True or st.retrain_in_flight:
-            return annotate, events
-        rid, more = await self.decide(body, spec, st, answer, now)
-        return rid or annotate, events + more
+                      verdict: MonitorVerdict, answer: mon.CheckAnswer, now: datetime, effects: Effects) -> None:
+        """Settle the retrain in flight from the FineTune, then, on a breach, decide on a new one.
+        Mutates `st` and `effects`."""
+        await self.settle(body, spec, st, now, effects)
+        if verdict.breach is True and not st.retrain_in_flight:
+            await self.decide(body, spec, st, answer, now, effects)
 
     async def settle(self, body: dict[str, Any], spec: ModelDeploymentSpec, st: ModelDeploymentStatus,
-                     now: datetime) -> tuple[str | None, list[tuple[str, str, str]]]:
+                     now: datetime, effects: Effects) -> None:
         """The retrain in flight as the FineTune shows it: started, ended (record and condition), or never
         received (its id to annotate again). Mutates `st`."""
         meta = body["metadata"]
-        namespace, name = meta["namespace"], meta["name"]
+        namespace = meta["namespace"]
         assert spec.fine_tune_ref is not None
         ft_name = spec.fine_tune_ref.name
-        labels = {"namespace": namespace, "deployment": name}
-        events: list[tuple[str, str, str]] = []
         ft = await self.kube.get_finetune(namespace, ft_name)
         ft_status = FineTuneStatus.model_validate((ft or {}).get("status") or {})
         ft_annotation = ((ft or {}).get("metadata", {}).get("annotations") or {}).get(
             constants.ANNOTATION_RETRAIN_REQUEST)
-        annotate: str | None = None
         if st.retrain_in_flight:
             rid = st.retrain_in_flight
             rec = next((r for r in st.retrain_history if r.id == rid), None)
@@ -241,37 +266,33 @@ class MonitorReconciler:
             ours = run is not None and run.trigger == f"retrain:{rid}"
             if ft is None:
                 self._finish(st, rec, "Failed", now)
-                events.append(("Warning", REASON_RETRAIN_DONE, f"retrain {rid}: FineTune {ft_name} is gone"))
-                self.metrics.retrains.labels(**labels, outcome="failed", reason="FineTuneGone").inc()
+                effects.events.append(("Warning", REASON_RETRAIN_DONE, f"retrain {rid}: FineTune {ft_name} is gone"))
+                effects.counts.append(("failed", "FineTuneGone"))
             elif ours and ft_status.phase in ("Succeeded", "Failed"):
                 outcome = "Succeeded" if ft_status.phase == "Succeeded" else "Failed"
                 if rec is not None:
                     rec.version = ft_status.model.version if ft_status.model else None
                     rec.run = run.number if run else None
                 self._finish(st, rec, outcome, now)
-                events.append(("Normal" if outcome == "Succeeded" else "Warning", REASON_RETRAIN_DONE,
+                effects.events.append(("Normal" if outcome == "Succeeded" else "Warning", REASON_RETRAIN_DONE,
                                f"retrain {rid}: run {run.number if run else '?'} of FineTune {ft_name} "
                                f"{outcome.lower()}"))
-                self.metrics.retrains.labels(**labels, outcome=outcome.lower(), reason=retraining.REQUEST_REASON).inc()
+                effects.counts.append((outcome.lower(), retraining.REQUEST_REASON))
             elif ours:
                 if rec is not None and rec.state != "Running":
                     rec.state, rec.run = "Running", run.number if run else None
-                    self.metrics.retrains.labels(**labels, outcome="started", reason=retraining.REQUEST_REASON).inc()
+                    effects.counts.append(("started", retraining.REQUEST_REASON))
             elif ft_annotation != rid and ft_status.handled_retrain_request != rid:
-                annotate = rid  # our status holds the request, the FineTune never got it (killed in between)
-        return annotate, events
+                effects.annotate = rid  # our status holds the request, the FineTune never got it (killed in between)
 
     async def decide(self, body: dict[str, Any], spec: ModelDeploymentSpec, st: ModelDeploymentStatus,
-                     answer: mon.CheckAnswer, now: datetime) -> tuple[str | None, list[tuple[str, str, str]]]:
-        """decide_retrain on a breach, and its outcome in `st`: a request (its id returned), a pending
+                     answer: mon.CheckAnswer, now: datetime, effects: Effects) -> None:
+        """decide_retrain on a breach, and its outcome in `st`: a request (its id to annotate), a pending
         approval or a skip (the Retraining condition says why, one Event per new reason)."""
         meta = body["metadata"]
         namespace, name = meta["namespace"], meta["name"]
         assert spec.fine_tune_ref is not None
         ft_name = spec.fine_tune_ref.name
-        labels = {"namespace": namespace, "deployment": name}
-        events: list[tuple[str, str, str]] = []
-        annotate: str | None = None
         ft = await self.kube.get_finetune(namespace, ft_name)
         ft_status = FineTuneStatus.model_validate((ft or {}).get("status") or {})
         running = ft is not None and ft_status.phase in RUNNING_PHASES
@@ -282,7 +303,7 @@ class MonitorReconciler:
             fine_tune_running=running, approval=(meta.get("annotations") or {}).get(
                 constants.ANNOTATION_APPROVE_RETRAIN), trigger=trigger, namespace=namespace, name=name), now)
         if decision.action == "skip" and decision.reason == retraining.SKIP_NOT_ENOUGH_BREACHES:
-            return annotate, events  # the QualityDegraded message counts the breaches
+            return  # the QualityDegraded message counts the breaches
         if decision.action == "request":
             assert decision.request_id is not None
             rid = decision.request_id
@@ -296,10 +317,11 @@ class MonitorReconciler:
             st.conditions = c.set_condition(st.conditions, c.RETRAINING, "True", REASON_RETRAIN_IN_FLIGHT,
                                             f"asked FineTune {ft_name} for run {rid}: {decision.message}", now,
                                             meta.get("generation"))
-            events.append(("Normal", REASON_RETRAIN_IN_FLIGHT,
+            effects.events.append(("Normal", REASON_RETRAIN_IN_FLIGHT,
                            f"asked FineTune {ft_name} to retrain ({rid}): {decision.message}"))
-            self.metrics.retrains.labels(**labels, outcome="requested", reason=decision.reason).inc()
-            return rid, events
+            effects.counts.append(("requested", decision.reason))
+            effects.annotate = rid
+            return
         if decision.action == "await_approval":
             assert decision.request_id is not None
             if not any(r.id == decision.request_id for r in st.retrain_history):
@@ -310,9 +332,8 @@ class MonitorReconciler:
         st.conditions = c.set_condition(st.conditions, c.RETRAINING, "False", decision.reason, decision.message, now,
                                         meta.get("generation"))
         if previous is None or previous.reason != decision.reason:  # one Event per reason, not one per check
-            events.append(("Normal", decision.reason, decision.message))
-            self.metrics.retrains.labels(**labels, outcome="skipped", reason=decision.reason).inc()
-        return annotate, events
+            effects.events.append(("Normal", decision.reason, decision.message))
+            effects.counts.append(("skipped", decision.reason))
 
     @staticmethod
     def trigger_text(spec: ModelDeploymentSpec, st: ModelDeploymentStatus, answer: mon.CheckAnswer) -> str:
