@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from tuneloop.api import conditions as c
+from tuneloop.api import constants
 from tuneloop.api.deployment import ModelDeploymentSpec, ModelDeploymentStatus, RolloutStatus
 from tuneloop.operator.logic import deploying, serveconfig
 from tuneloop.operator.logic.deploying import DeployObserved, DeployPolicy, ModelLookup, PutApp, ServeApp
@@ -28,13 +29,19 @@ def spec(**model: Any) -> ModelDeploymentSpec:
     return ModelDeploymentSpec.model_validate({"model": ref, "serving": {"resources": {"cpu": "1"}}})
 
 
-def found(version: str) -> ModelLookup:
-    return ModelLookup(VersionInfo("inv", version), versions=("1", "2"), aliases={"champion": version})
+BASE = serveconfig.BaseRef("file:///models/tiny")
+BASE_TAGS = {constants.TAG_BASE_MODEL: BASE.uri}
 
 
-def config_for(version: str, first: str | None = None, s: ModelDeploymentSpec | None = None) -> dict[str, Any]:
+def found(version: str, tags: dict[str, str] | None = None) -> ModelLookup:
+    return ModelLookup(VersionInfo("inv", version, tags=BASE_TAGS if tags is None else tags), versions=("1", "2"),
+                       aliases={"champion": version})
+
+
+def config_for(version: str, first: str | None = None, s: ModelDeploymentSpec | None = None,
+               base: serveconfig.BaseRef | None = BASE) -> dict[str, Any]:
     return serveconfig.build_app("ns", "md", s or spec(), MLFLOW, f"inv/{version}", first and f"inv/{first}",
-                                 POLICY.app)
+                                 POLICY.app, base)
 
 
 def app(status: str, version: str = "2", deployed_at: float | None = NOW.timestamp() + 1, first: str | None = None,
@@ -100,6 +107,10 @@ CASES: dict[str, Case] = {
     "another version serving, warm-up was of another id: no switch": Case(
         observed(found("2"), app("RUNNING", version="1"), status(served="1"), warmup=deploying.Warmup("inv/9", True)),
         "Degraded", ("True", "Serving"), requeue=10, served="1", rolling_out="False"),
+    "another version on another base serving: send ours (a restart), no warm-up to wait for": Case(
+        observed(found("2", {constants.TAG_BASE_MODEL: "file:///models/other"}), app("RUNNING", version="1"),
+                 status(served="1")),
+        "Serving", ("True", "Serving"), put=True, requeue=2, served="1", rolling_out="True"),
     "alias moved while serving: old keeps serving during the switch": Case(
         observed(found("3"), app("RUNNING", version="3", first="2", deployed_at=T0.timestamp()),
                  status(served="2", rollout="3", first="2", applied=NOW)),
@@ -211,6 +222,10 @@ def test_warmup_is_asked_only_to_protect_a_serving_version() -> None:
     assert not deploying.needs_warmup(observed(found("2")))  # first deploy: nothing to protect
     assert not deploying.needs_warmup(observed(found("1"), app("RUNNING", version="1"), status(served="1")))
     assert not deploying.needs_warmup(observed(found("2"), app("DEPLOYING", version="1"), status(served="1")))
+    # another base, or none recorded: new args restart the replicas, which could not load the candidate
+    other = {constants.TAG_BASE_MODEL: "file:///models/other"}
+    assert not deploying.needs_warmup(observed(found("2", other), app("RUNNING", version="1"), status(served="1")))
+    assert not deploying.needs_warmup(observed(found("2", {}), app("RUNNING", version="1"), status(served="1")))
 
 
 def test_waits_back_off_and_warn_once_per_ceiling() -> None:
@@ -305,7 +320,7 @@ def test_rayservice_manifest() -> None:
                                                   "blockOwnerDeletion": True}]
     assert rs["metadata"]["labels"] == {"app.kubernetes.io/managed-by": "tuneloop", "tuneloop.io/modeldeployment": "md"}
     (app,) = json.loads(rs["spec"]["serveConfigV2"])["applications"]
-    assert app == serveconfig.build_app("ns", "md", RS_SPEC, MLFLOW, "inv/2", None, POLICY.app)
+    assert app == serveconfig.build_app("ns", "md", RS_SPEC, MLFLOW, "inv/2", None, POLICY.app, BASE)
     (group,) = rs["spec"]["rayClusterConfig"]["workerGroupSpecs"]
     assert (group["replicas"], group["minReplicas"], group["maxReplicas"]) == (2, 2, 2)
     pod = group["template"]["spec"]

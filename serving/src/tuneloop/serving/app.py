@@ -24,8 +24,9 @@ The application entry a controller PUTs (whole ServeDeploySchema: read, merge, w
        {"name": "Generator", "num_replicas": <spec.serving.replicas>, "ray_actor_options": {"num_cpus": 1}},
        {"name": "Ingress", "num_replicas": 1, "user_config": {"default_model_id": "<model>/<version>"}}]}
 
-An alias move changes only `deployments[Ingress].user_config.default_model_id` (reconfigure, no restart);
-keep `args` as they were, or Serve rebuilds the app and restarts every replica.
+An alias move to a version on the same base changes only `deployments[Ingress].user_config.default_model_id`
+(reconfigure, no restart); `args` stay as they were, or Serve rebuilds the app and restarts every replica.
+A version on another base needs that restart: its adapters are refused by a Generator holding another base.
 """
 
 # No `from __future__ import annotations` here: FastAPI (through serve.ingress) must see `Request` as a

@@ -221,8 +221,9 @@ def decide_deployment(o: DeployObserved, p: DeployPolicy) -> DeployPlan:
         app = o.app if o.app is not None and o.app.status != "DELETING" else None
         deployed = app.deployed_app_config if app is not None else None
     try:
+        base = serveconfig.version_base(lookup.version.tags)
         config = serveconfig.build_app(o.namespace, o.name, o.spec, o.tracking_uri, wanted_id,
-                                       serveconfig.first_model_id(deployed), p.app)
+                                       serveconfig.kept_model_id(deployed, base), p.app, base)
     except ValueError as e:  # the serving app's own argument check (serving.args), e.g. a model name it cannot route
         message = f"spec cannot be served: {e}"
         st.phase = "Failed"
@@ -280,11 +281,14 @@ def needs_warmup(o: DeployObserved) -> bool:
     """Whether the resolved version must answer once before it takes the default: only when another
     version is serving on a RUNNING ExistingCluster application (the switch then only moves the Ingress
     default, so the candidate's adapter is loaded and proven on a live replica first; a first deploy
-    or a RayService has nothing serving to protect)."""
+    or a RayService has nothing serving to protect), and only on the base the replicas hold (another
+    base means new `args` and a restart: the live replicas would refuse the candidate's adapter)."""
     lookup, app = o.lookup, o.app
     return (o.spec.serving.mode == "ExistingCluster" and lookup is not None and lookup.version is not None
             and app is not None and app.status == "RUNNING" and bool(o.status.served_version)
-            and o.status.served_version != lookup.version.version and o.endpoint_base is not None)
+            and o.status.served_version != lookup.version.version and o.endpoint_base is not None
+            and serveconfig.kept_model_id(app.deployed_app_config,
+                                          serveconfig.version_base(lookup.version.tags)) is not None)
 
 
 def _candidate_unhealthy(o: DeployObserved, st: ModelDeploymentStatus, version: str, model_id: str,

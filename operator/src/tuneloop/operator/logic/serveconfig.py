@@ -7,9 +7,14 @@ missing from the body is deleted, shared/FACTS.md), so `merge_applications` keep
 application exactly as Serve reports it deployed.
 
 Names: the application is `<namespace>.<name>` (a namespace has no dots, so the split is unique) at
-route `/<namespace>/<name>`. An alias move changes only the Ingress `user_config` (a `reconfigure`,
-no replica restart); `args` keep the default model id they were first deployed with, since changing
-`args` rebuilds the application and restarts every replica old-first (serving.app).
+route `/<namespace>/<name>`. `args` name the base model of the version served (its registered
+`tuneloop.base_model.uri`/`.revision` tags, written when a FineTune registers it). An alias move to a
+version on the same base changes only the Ingress `user_config` (a `reconfigure`, no replica restart):
+`args` keep the default model id they were first deployed with, since changing `args` rebuilds the
+application and restarts every replica old-first (serving.app). A version on another base — or one
+whose base is not recorded, or an application deployed without a base in its `args` — gets new `args`
+(its base, itself as the default): a restart, since the replicas hold the old base and every adapter
+of the new version would be refused there.
 """
 
 from __future__ import annotations
@@ -17,9 +22,11 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from tuneloop.api import constants
 from tuneloop.api.deployment import ModelDeploymentSpec
 from tuneloop.serving import args as serve_args
 
@@ -57,10 +64,39 @@ def cpu_count(quantity: int | str) -> float:
     return value / 1000 if match.group(2) else value
 
 
+@dataclass(frozen=True)
+class BaseRef:
+    """The base model a version's adapter attaches to."""
+
+    uri: str
+    revision: str | None = None
+
+
+def version_base(tags: Mapping[str, str]) -> BaseRef | None:
+    """A registered version's base model, from the tags a FineTune registers it with; None when absent
+    (a version registered by hand)."""
+    uri = tags.get(constants.TAG_BASE_MODEL)
+    return BaseRef(uri, tags.get(constants.TAG_BASE_MODEL_REVISION) or None) if uri else None
+
+
+def deployed_base(deployed: dict[str, Any] | None) -> BaseRef | None:
+    """The base model named in a deployed application's `args`, if any."""
+    app_args = (deployed or {}).get("args") or {}
+    uri, revision = app_args.get("base_model_uri"), app_args.get("base_model_revision")
+    return BaseRef(uri, revision if isinstance(revision, str) and revision else None) if isinstance(uri, str) else None
+
+
+def kept_model_id(deployed: dict[str, Any] | None, base: BaseRef | None) -> str | None:
+    """The `args.default_model_id` to keep: the deployed one when the deployed application already holds
+    `base` (a move without restart); None when the base differs or is unknown (new `args`, a restart)."""
+    return first_model_id(deployed) if base is not None and deployed_base(deployed) == base else None
+
+
 def build_app(namespace: str, name: str, spec: ModelDeploymentSpec, tracking_uri: str, serve_model_id: str,
-              first_model_id: str | None, settings: AppSettings) -> dict[str, Any]:
-    """The application entry for one ModelDeployment serving `serve_model_id`. `first_model_id` is the
-    default the application's `args` were first deployed with (kept: see the module docstring)."""
+              first_model_id: str | None, settings: AppSettings, base: BaseRef | None = None) -> dict[str, Any]:
+    """The application entry for one ModelDeployment serving `serve_model_id`, whose base is `base` (None:
+    unknown, the Generator loads the default version's). `first_model_id` is the default the
+    application's `args` were first deployed with (kept only on the same base: `kept_model_id`)."""
     serving = spec.serving
     app = app_name(namespace, name)
     traffic_uri = serving.traffic_log_uri or f"{settings.traffic_root.rstrip('/')}/{namespace}"
@@ -69,6 +105,10 @@ def build_app(namespace: str, name: str, spec: ModelDeploymentSpec, tracking_uri
         "max_tokens": serving.max_new_tokens, "default_max_tokens": min(64, serving.max_new_tokens),
         "log_requests": serving.log_requests,
     }
+    if base is not None:
+        app_args["base_model_uri"] = base.uri
+        if base.revision:
+            app_args["base_model_revision"] = base.revision
     if serving.log_requests:
         app_args["traffic_log_uri"] = traffic_uri
     if settings.cache_dir:
