@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tuneloop.serving import traffic_log, traffic_read
+from tuneloop.serving import traffic_log, traffic_read, warmup
 from tuneloop.serving.traffic_log import TrafficLogger, TrafficRecord
 
 T0 = datetime(2026, 11, 23, 13, 5, 0, tzinfo=UTC)
@@ -139,6 +139,26 @@ def test_read_back_joins_the_latest_feedback_and_filters_by_time(root: Path) -> 
     assert since.set_index("request_id").loc["r3", "feedback_label"] == "good"
     # Only the partitions from since's hour on are opened.
     assert len(traffic_read.part_files(f"file://{root}", "inv", since=T0 + timedelta(hours=2))) == 2
+
+
+def test_warm_ups_stay_in_the_log_but_not_in_the_monitors_table(root: Path) -> None:
+    log = TrafficLogger(f"file://{root}", "inv", start=False)
+    log.log(request(0))
+    wu = warmup.body("inv/2")
+    log.log(TrafficRecord(kind=traffic_log.KIND_REQUEST, request_id=warmup.request_id("inv/2"), time=T0,
+                          model_id=wu["model"], model_version="2", prompt=wu["prompt"], completion="x",
+                          latency_ms=900.0, max_tokens=wu["max_tokens"], temperature=0.0, status_code=200))
+    # A user's request that borrows the prefix is still the user's traffic; so is the warm-up text under
+    # a user's own id.
+    log.log(TrafficRecord(kind=traffic_log.KIND_REQUEST, request_id="tuneloop-warmup-mine", time=T0,
+                          model_id="inv/2", prompt="Invoice 7 total 12 EUR", status_code=200))
+    log.log(request(3, prompt=warmup.PROMPT))
+    log.close()
+
+    assert warmup.request_id("inv/2") == "tuneloop-warmup-inv-2"
+    assert len(traffic_read.read_records(f"file://{root}", "inv")) == 4
+    frame = traffic_read.read_traffic(f"file://{root}", "inv")
+    assert list(frame["request_id"]) == ["r0", "tuneloop-warmup-mine", "r3"]
 
 
 def test_empty_log_reads_as_an_empty_table(root: Path) -> None:

@@ -1,8 +1,10 @@
 """Reading a deployment's inference log back: one row per logged request since a moment, with the
 latest feedback on it joined by request id — the table the drift and quality monitors start from.
 
-Only the hour partitions at or after `since` are listed and read. Feedback arrives after its request,
-so it is always in the same or a later partition than the request it labels.
+The controller's warm-up completions (serving.warmup) stay in the log but are left out of the table:
+they are not users' traffic. Only the hour partitions at or after `since` are listed and read.
+Feedback arrives after its request, so it is always in the same or a later partition than the
+request it labels.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from tuneloop.serving import traffic_log
+from tuneloop.serving import traffic_log, warmup
 
 FEEDBACK_COLUMNS = {"label": "feedback_label", "correction": "feedback_correction", "score": "feedback_score",
                     "time": "feedback_time"}
@@ -64,9 +66,11 @@ def read_records(uri: str, deployment: str, since: datetime | None = None, files
 def read_traffic(uri: str, deployment: str, since: datetime | None = None, filesystem: Any = None) -> Any:
     """Requests since `since` (one row each, oldest first) with their latest feedback: columns
     `deployment`, the request fields, and feedback_label / feedback_correction / feedback_score /
-    feedback_time (empty where no feedback came)."""
+    feedback_time (empty where no feedback came). Warm-up completions are left out."""
     records = read_records(uri, deployment, since, filesystem)
     requests = records[records["kind"] == traffic_log.KIND_REQUEST][list(REQUEST_COLUMNS)]
+    requests = requests.loc[[not warmup.is_warmup(r, p) for r, p in
+                             zip(requests["request_id"], requests["prompt"], strict=True)]]
     feedback = records[records["kind"] == traffic_log.KIND_FEEDBACK]
     # The latest word on a request wins: a correction after a label replaces it.
     latest = feedback.drop_duplicates("request_id", keep="last")[["request_id", *FEEDBACK_COLUMNS]]

@@ -25,6 +25,7 @@ from tuneloop.operator.clients.errors import Rejected, Unavailable
 from tuneloop.operator.clients.ray import describe
 from tuneloop.operator.logic import serveconfig
 from tuneloop.operator.logic.deploying import ServeApp
+from tuneloop.serving import warmup
 
 SYSTEM = "ray"
 PATH = "/api/serve/applications/"
@@ -152,9 +153,9 @@ class HttpServe:
         """One completion with `model_id` through the application's own route: loads the version's adapter
         on a replica and proves it answers. (ok, what went wrong); never raises."""
         url = endpoint.rstrip("/") + "/v1/completions"
-        headers = {"x-request-id": f"tuneloop-warmup-{model_id.replace('/', '-')}"}
+        headers = {"x-request-id": warmup.request_id(model_id)}  # the monitors leave it out (serving.warmup)
         try:
-            async with self._get_session().post(url, json=_warmup_body(model_id), headers=headers,
+            async with self._get_session().post(url, json=warmup.body(model_id), headers=headers,
                                                 timeout=aiohttp.ClientTimeout(total=WARMUP_TIMEOUT_SECONDS)) as resp:
                 text = await resp.text()
                 if resp.status == 200:
@@ -164,12 +165,7 @@ class HttpServe:
             return False, describe(e, WARMUP_TIMEOUT_SECONDS)
 
 
-WARMUP_PROMPT = "tuneloop warm-up"
 WARMUP_TIMEOUT_SECONDS = 120.0  # the first request of a version downloads and attaches its adapter
-
-
-def _warmup_body(model_id: str) -> dict[str, Any]:
-    return {"model": model_id, "prompt": WARMUP_PROMPT, "max_tokens": 1, "temperature": 0}
 
 
 def _refused(verb: str, url: str, status: int, payload: Any) -> Exception:
