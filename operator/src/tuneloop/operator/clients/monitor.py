@@ -44,7 +44,7 @@ class Monitor(Protocol):
 
 def load_function(path: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
     module, _, attr = path.partition(":")
-    return getattr(importlib.import_module(module), attr)  # type: ignore[no-any-return]
+    return getattr(importlib.import_module(module), attr)
 
 
 class ThreadedMonitor:
