@@ -63,11 +63,11 @@ def test_make_demo_runs_the_loop_to_its_summary(tmp_path: Path):
     summary = json.loads(summary_path.read_text())
     first, second = summary["summaries"]["invoices-lora"], summary["summaries"]["invoices-lora-weak"]
     assert first["phase"] == "Succeeded" and first["model"]["version"] == "1" and first["model"]["alias"] == "champion"
-    # Fine-tuning moves quality the gate can see: the tuned model answers in the task's JSON format and beats
-    # the few-shot prompt baseline by the promotion margin on field_f1 (fixed seeds; a quality behaviour).
-    # The bar (field_f1 >= 0.95, exact_match >= 0.8) is not reached yet: the tiny base cannot copy
-    # digit strings from its context (see basemodel.py), so this asserts what holds today.
-    assert first["metrics"]["json_valid"] >= 0.8, first
+    # Fine-tuning really learns the task (fixed seeds; a quality behaviour, not a timing): on the held-out
+    # invoices the tuned model reaches field_f1 >= 0.95 and exact_match >= 0.8 and beats the few-shot prompt
+    # baseline by the promotion margin on field_f1.
+    assert first["metrics"]["field_f1"] >= 0.95 and first["metrics"]["exact_match"] >= 0.8, first
+    assert first["metrics"]["json_valid"] >= 0.95, first
     assert first["metrics"]["field_f1"] >= first["baselineMetrics"]["field_f1"] + 0.05, first
     assert first["metrics"]["loss"] < first["baselineMetrics"]["loss"], first
     assert first["gate"]["promoted"] is True and first["gate"]["metric"] == "field_f1"

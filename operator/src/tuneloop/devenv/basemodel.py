@@ -1,15 +1,22 @@
 """A small base model that already models text, pre-trained here once from a seed and cached.
 
 LoRA adapts a model; it cannot teach a random-weight one to read. So `make demo` and the e2e tests fine-tune
-a tiny Llama that was first pre-trained on a *generic* synthetic corpus of three document kinds, none of
-them invoices: records of many kinds (orders, flights, tickets, books, sensors …) written out as prose or
-`Label: value` lines, then some of their fields as JSON; labelled values and a label asked for; and plain
-copy runs. The loss is taken on each document's answer only — the context's values are random, and
-predicting them would teach nothing — so every step trains copying spans, digits and names out of context
-(induction) and JSON structure. The fine-tune then has to learn the invoice task itself — which fields,
-where each comes from in three invoice layouts, the instruction format and when to stop — so held-out
-quality moves from the prompt baseline's to near 1. The held-out copy accuracy on generic documents is
-recorded next to the weights (`tuneloop-pretraining.json`).
+a tiny Llama (hidden 256, 3 layers, 2 heads, a byte-level BPE of 1024 tokens that keeps digit runs together)
+that was first pre-trained on a *generic* synthetic corpus of three document kinds, none of them invoices:
+records of many kinds (orders, flights, tickets, books, sensors …) written out as prose or `Label: value`
+lines, then some of their fields as JSON; labelled values and a label asked for; and plain copy runs. The
+loss is taken on each document's answer only — the context's values are random, and predicting them would
+teach nothing — so every step trains copying spans, digits and names out of context and JSON structure.
+
+Copying is what extraction needs, and it is what a tiny model trained for minutes on two CPU cores does not
+learn by itself: transformers copy with induction heads, which SGD finds only after tens of millions of
+tokens (recipe v2, 1200 steps without them: held-out copy accuracy 0.0, and the fine-tune's field F1 stayed
+near 0.1). So before pre-training, `copycircuit.install` writes a 2-gram induction circuit into the first two
+layers (see that module); pre-training keeps it frozen and trains the rest to use it. The fine-tune then has
+to learn the invoice task itself — which fields, where each comes from in three invoice layouts, the
+instruction format and when to stop — and held-out field F1 goes from the prompt baseline's ≈ 0 to ≈ 0.99.
+The held-out copy accuracy on generic documents is recorded next to the weights
+(`tuneloop-pretraining.json`).
 
 Nothing is downloaded. The folder is keyed by a hash of the recipe (`RECIPE` and this module's
 `RECIPE_VERSION`) under `~/.cache/tuneloop/base-model/` (`TUNELOOP_CACHE` moves it), built under a file lock
@@ -33,13 +40,14 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from tuneloop.devenv import tinymodel
+from tuneloop.devenv import copycircuit, tinymodel
 
 # Bump when the corpus or the training loop changes in a way the recipe does not show.
-RECIPE_VERSION = 2
+RECIPE_VERSION = 3
 RECIPE: dict[str, Any] = {
-    "hidden_size": 128, "layers": 3, "heads": 4, "vocab_size": 512,
-    "steps": 1200, "batch_size": 16, "learning_rate": 3e-3, "warmup_steps": 60, "max_tokens": 128,
+    "hidden_size": 256, "layers": 3, "heads": 2, "intermediate_size": 512, "rope_theta": 1e7,
+    "vocab_size": 1024, "individual_digits": False, "copy_circuit": copycircuit.DEFAULTS,
+    "steps": 400, "batch_size": 16, "learning_rate": 2e-3, "warmup_steps": 40, "max_tokens": 128,
     "seed": 1234,
 }
 
@@ -234,15 +242,23 @@ def pretrain(directory: Path, recipe: dict[str, Any], progress: Progress | None 
     tokenizer_texts = corpus(4000, seed + 1) + tinymodel.format_texts()
     model_dir = tinymodel.build_model(directory, hidden_size=recipe["hidden_size"], layers=recipe["layers"],
                                       heads=recipe["heads"], seed=seed, vocab_size=recipe["vocab_size"],
-                                      tokenizer_texts=tokenizer_texts)
+                                      tokenizer_texts=tokenizer_texts,
+                                      individual_digits=bool(recipe.get("individual_digits", True)),
+                                      intermediate_size=recipe.get("intermediate_size"),
+                                      rope_theta=recipe.get("rope_theta"))
     from transformers import AutoTokenizer, LlamaForCausalLM
 
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     model = LlamaForCausalLM.from_pretrained(str(model_dir))
     torch.manual_seed(seed)
+    if recipe.get("copy_circuit"):
+        frozen = set(copycircuit.install(model, recipe["copy_circuit"], seed=seed))
+        for name, param in model.named_parameters():
+            param.requires_grad_(name not in frozen)
     steps, batch_size = int(recipe["steps"]), int(recipe["batch_size"])
     rng = random.Random(seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=recipe["learning_rate"], weight_decay=0.01,
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=recipe["learning_rate"],
+                                  weight_decay=0.01,
                                   betas=(0.9, 0.98))
     warmup = int(recipe["warmup_steps"])
 
@@ -264,7 +280,7 @@ def pretrain(directory: Path, recipe: dict[str, Any], progress: Progress | None 
         mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r, _ in rows])
         loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)

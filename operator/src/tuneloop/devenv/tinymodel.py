@@ -78,14 +78,14 @@ def _corpus(seed: int) -> list[str]:
 
 
 def build_tokenizer(directory: Path, vocab_size: int = 384, seed: int = 0,
-                    texts: Sequence[str] | None = None) -> Any:
+                    texts: Sequence[str] | None = None, individual_digits: bool = True) -> Any:
     """Train a byte-level BPE (digits split one by one, so numbers copy token by token) on `texts` — by
     default the task's own text — and save it as a transformers tokenizer folder."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=individual_digits),
                                                  pre_tokenizers.ByteLevel(add_prefix_space=False)])
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS),
@@ -99,19 +99,23 @@ def build_tokenizer(directory: Path, vocab_size: int = 384, seed: int = 0,
 
 
 def build_model(directory: Path, hidden_size: int = 64, layers: int = 2, heads: int = 4, seed: int = 0,
-                vocab_size: int = 384, tokenizer_texts: Sequence[str] | None = None) -> Path:
+                vocab_size: int = 384, tokenizer_texts: Sequence[str] | None = None,
+                individual_digits: bool = True, intermediate_size: int | None = None,
+                rope_theta: float | None = None) -> Path:
     """Write a random-weight Llama and its tokenizer to `directory`; returns the folder. (For a model that
     already models text, see `tuneloop.devenv.basemodel`.)"""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     directory.mkdir(parents=True, exist_ok=True)
-    tokenizer = build_tokenizer(directory, vocab_size=vocab_size, seed=seed, texts=tokenizer_texts)
+    tokenizer = build_tokenizer(directory, vocab_size=vocab_size, seed=seed, texts=tokenizer_texts,
+                                individual_digits=individual_digits)
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=hidden_size * 2,
+        vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=intermediate_size or hidden_size * 2,
         num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads,
         max_position_embeddings=1024, pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=True,
+        **({"rope_theta": rope_theta} if rope_theta else {}),
     )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)
