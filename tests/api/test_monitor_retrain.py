@@ -67,6 +67,10 @@ class Deployments:
     def status(self, name: str) -> dict[str, Any]:
         return self.get(name).get("status") or {}
 
+    def patch_spec(self, name: str, spec: dict[str, Any]) -> None:
+        self.custom.patch_namespaced_custom_object(constants.GROUP, constants.VERSION, self.ns,
+                                                   constants.DEPLOYMENT_PLURAL, name, {"spec": spec})
+
     def wait(self, name: str, pred: Any, what: str, timeout: float = 180) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while True:
@@ -241,10 +245,16 @@ def test_monitor_checks_request_guarded_retrains_that_survive_a_restart(
         assert f"approve-retrain={pending['id']}" in cond(st, "Retraining")["message"]
         mds.wait_checks("manual", 1)
         assert retrain_annotation(cluster, "ft-manual") is None
+        # a longer interval takes effect at once (the spec change wakes the daemon; no check is due) ...
+        mds.patch_spec("manual", {"monitoring": {"intervalSeconds": 600}})
+        time.sleep(2)
+        last_check = mds.status("manual")["lastMonitor"]["time"]
+        # ... and the approval is acted on at once, on the last check's figures, not 600 s later
         mds.annotate("manual", {constants.ANNOTATION_APPROVE_RETRAIN: pending["id"]})
-        wait_for(lambda: retrain_annotation(cluster, "ft-manual") == pending["id"] or None, 60,
+        wait_for(lambda: retrain_annotation(cluster, "ft-manual") == pending["id"] or None, 30,
                  "the approved request on the FineTune")
-        assert mds.status("manual")["retrainHistory"][0]["state"] == "Requested"
+        st = mds.status("manual")
+        assert st["retrainHistory"][0]["state"] == "Requested" and st["lastMonitor"]["time"] == last_check
 
         assert "monitor crashed" not in op.tail(lines=100000)
     except BaseException:

@@ -289,3 +289,25 @@ async def test_a_status_written_by_the_serving_daemon_meanwhile_is_kept_and_effe
         "tuneloop_retrains_total", {"namespace": "ns", "deployment": "md", "outcome": "requested",
                                     "reason": "QualityBreach"})
     assert counted == 1
+
+
+@sync
+async def test_an_approval_is_acted_on_at_once_not_at_the_next_check() -> None:
+    r, kube, check, _, clock = make(md_body(approval="Manual"), DRIFTED, DRIFTED)
+    await tick(r, clock)
+    await r.monitor("ns", "md")
+    [pending] = kube.md["status"]["retrainHistory"]
+    assert pending["state"] == "PendingApproval" and kube.annotations == []
+    clock.now += timedelta(seconds=5)
+    assert await r.monitor("ns", "md") == pytest.approx(INTERVAL - 5)  # not due, nothing approved: nothing
+    assert kube.annotations == []
+    kube.md["metadata"]["annotations"] = {constants.ANNOTATION_APPROVE_RETRAIN: "retrain-9-other"}
+    await r.monitor("ns", "md")
+    assert kube.annotations == []  # another id approves nothing
+    kube.md["metadata"]["annotations"] = {constants.ANNOTATION_APPROVE_RETRAIN: pending["id"]}
+    assert await r.monitor("ns", "md") == pytest.approx(INTERVAL - 5)
+    st = kube.md["status"]
+    assert kube.annotations == [("ft", pending["id"])] and st["retrainInFlight"] == pending["id"]
+    assert st["retrainHistory"][0]["state"] == "Requested" and len(check.requests) == 2  # no extra check
+    reason = kube.ft["metadata"]["annotations"][constants.ANNOTATION_RETRAIN_REASON] if kube.ft else ""
+    assert "drift share 0.80 (prompt_length)" in reason

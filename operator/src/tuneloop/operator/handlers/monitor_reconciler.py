@@ -64,6 +64,13 @@ class Effects:
     annotate: str | None = None  # request id to send to the FineTune
 
 
+def approved_now(body: dict[str, Any], status: ModelDeploymentStatus) -> bool:
+    """The approve-retrain annotation names the request pending approval."""
+    approval = (body["metadata"].get("annotations") or {}).get(constants.ANNOTATION_APPROVE_RETRAIN)
+    return approval is not None and any(r.id == approval and r.state == "PendingApproval"
+                                        for r in status.retrain_history)
+
+
 def retrain_reason(body: dict[str, Any], rec: RetrainRecord) -> str:
     """The FineTune's tuneloop.io/retrain-reason: `<request id>: requested by … at …: <trigger>`."""
     meta = body["metadata"]
@@ -110,9 +117,12 @@ class MonitorReconciler:
             due = status.last_monitor.time + timedelta(seconds=interval)
             if now < due:
                 left = (due - now).total_seconds()
-                if status.retrain_in_flight and spec.retraining.enabled and spec.fine_tune_ref is not None:
+                retraining_on = spec.retraining.enabled and spec.fine_tune_ref is not None
+                if retraining_on and status.retrain_in_flight:
                     await self.follow(body, spec)  # a retrain is followed at poll pace, not check pace
                     return min(left, self.settings.max_poll_seconds)
+                if retraining_on and approved_now(body, status):
+                    await self.approve(body, spec, status.last_monitor)  # a person need not wait for a check
                 return left
         request = self.build_request(namespace, name, spec, status, now)
         if request is None:  # no reference yet: nothing is served
@@ -184,6 +194,19 @@ class MonitorReconciler:
         self.metrics.consecutive_breaches.labels(**labels).set(st.consecutive_breaches)
         log.debug("monitored %s/%s: %s", namespace, name, answer.error or f"{answer.samples} samples")
         return next_look
+
+    async def approve(self, body: dict[str, Any], spec: ModelDeploymentSpec, last: MonitorResult) -> None:
+        """The pending request was just approved: decide again on the last check's figures (the breach count
+        in status is the one that check left)."""
+        meta = body["metadata"]
+        answer = mon.CheckAnswer(samples=last.samples, drift_share=last.drift_share,
+                                 drifted_columns=tuple(last.drifted_columns), quality=last.quality)
+
+        async def decide(fresh: dict[str, Any], st: ModelDeploymentStatus, effects: Effects) -> None:
+            if approved_now(fresh, st) and not st.retrain_in_flight:
+                await self.decide(fresh, spec, st, answer, self.clock(), effects)
+
+        await self.commit(meta["namespace"], meta["name"], spec, decide)
 
     async def follow(self, body: dict[str, Any], spec: ModelDeploymentSpec) -> None:
         """Between checks: the retrain in flight read back from the FineTune (re-sent if it never got it)."""
