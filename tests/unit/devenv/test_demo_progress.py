@@ -1,11 +1,13 @@
 """The demo's decisions as tables: which stage a FineTune is in, stage wall times, the plain progress
-line, the summary's facts, and the demo manifests (rendered, they must be valid FineTunes)."""
+line, the summary's facts, the serving burst's figures and promise, and the demo manifests (rendered,
+they must be valid FineTunes and a valid ModelDeployment)."""
 
 from __future__ import annotations
 
 import pytest
 import yaml
 
+from tuneloop.api.deployment import ModelDeployment
 from tuneloop.api.finetune import FineTune
 from tuneloop.devenv import demo
 from tuneloop.devenv import demo_progress as dp
@@ -102,8 +104,14 @@ def test_check_refuses_a_demo_whose_weaker_run_took_the_alias():
 def test_demo_manifests_render_into_valid_finetunes():
     rendered = demo.render_manifests({"BASE_MODEL_URI": "file:///models/base", "DATASET_URI": "file:///data/x.jsonl",
                                       "RAY_ADDRESS": "http://127.0.0.1:8265"})
-    assert set(rendered) == {demo.CHAMPION, demo.CHALLENGER}
+    assert set(rendered) == {demo.CHAMPION, demo.CHALLENGER, demo.DEPLOYMENT}
     strong, weak = (FineTune.model_validate(rendered[n]) for n in (demo.CHAMPION, demo.CHALLENGER))
+    md = ModelDeployment.model_validate(rendered[demo.DEPLOYMENT])
+    # It serves what the first FineTune registers, as champion, on the demo's Ray head.
+    assert (md.spec.model.name, md.spec.model.alias) == (strong.spec.registry.model_name, "champion")
+    assert md.spec.serving.mode == "ExistingCluster" and md.spec.serving.address == "http://127.0.0.1:8265"
+    assert md.spec.fine_tune_ref is not None and md.spec.fine_tune_ref.name == demo.CHAMPION
+    assert all(rendered[n]["kind"] in demo.PLURALS for n in rendered)
     assert strong.spec.registry.model_name == weak.spec.registry.model_name
     assert strong.spec.evaluation.promotion.metric == "field_f1"
     # The weaker run is weaker by construction, not by luck.
@@ -142,3 +150,97 @@ def test_plain_view_prints_a_line_only_when_something_changed(capsys):
     view.update([obs("Running", "training", (1.5, 0.5), run={"number": 1, "attempt": 1})])
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 2 and "epoch 1/4" in lines[0] and "epoch 2/4" in lines[1]
+
+
+@pytest.mark.parametrize(("values", "q", "expected"), [
+    ([], 50, None),
+    ([7.0], 95, 7.0),
+    ([4.0, 1.0, 3.0, 2.0], 50, 2.0),  # nearest rank: ceil(4 * 0.5) = 2nd
+    ([float(v) for v in range(1, 21)], 95, 19.0),  # ceil(20 * 0.95) = 19th
+    ([float(v) for v in range(1, 21)], 50, 10.0),
+    ([float(v) for v in range(1, 21)], 100, 20.0),
+    ([5.0, 1.0], 0, 1.0),
+])
+def test_percentile_is_a_measured_value(values, q, expected):
+    assert dp.percentile(values, q) == expected
+
+
+SERVING = {"phase": "Serving", "servedVersion": "1", "endpoint": "http://127.0.0.1:8000/tuneloop-demo/x",
+           "conditions": [{"type": "Ready", "status": "True", "reason": "Serving"}]}
+
+
+@pytest.mark.parametrize(("case", "status", "version", "expected"), [
+    ("serving the version", SERVING, "1", True),
+    ("serving, any version", SERVING, None, True),
+    ("serving another version", SERVING, "2", False),
+    ("rolling out", {**SERVING, "rollout": {"version": "2"}}, "1", False),
+    ("Ready False", {**SERVING, "conditions": [{"type": "Ready", "status": "False", "reason": "Deploying"}]}, "1",
+     False),
+    ("no endpoint yet", {**SERVING, "endpoint": None}, "1", False),
+    ("no status", {}, None, False),
+])
+def test_serving_ready(case, status, version, expected):
+    assert dp.serving_ready(status, version) is expected, case
+
+
+def test_serving_line_names_phase_reason_and_versions():
+    assert dp.serving_line("md", {**SERVING, "rollout": {"version": "2"}}) == (
+        "md: phase Serving (Serving) serving version 1 rolling out version 2")
+    assert dp.serving_line("md", {}) == "md: phase -"
+
+
+def test_summarize_serving_counts_failures_and_measures_answered_requests_only():
+    answers = [dp.Answer(200, float(ms), "1") for ms in range(10, 200, 10)]  # 19 answered: 10..190 ms
+    answers.append(dp.Answer(0, 120_000.0, error="TimeoutError: timed out"))
+    s = dp.summarize_serving("md", SERVING, answers)
+    assert (s["requests"], s["answered"], s["failures"]) == (20, 19, 1)
+    assert (s["p50Ms"], s["p95Ms"]) == (100.0, 190.0)  # the timeout is not a latency
+    assert s["endpoint"] == SERVING["endpoint"] and s["servedVersion"] == "1" and s["answeredBy"] == ["1"]
+    assert s["firstFailure"] == "HTTP 0: TimeoutError: timed out"
+
+
+def test_summarize_serving_with_nothing_answered_has_no_latency():
+    s = dp.summarize_serving("md", {}, [dp.Answer(503, 5.0, error="busy")])
+    assert (s["answered"], s["failures"], s["p50Ms"], s["p95Ms"]) == (0, 1, None, None)
+
+
+def serving_summary(**override):
+    answers = [dp.Answer(200, 40.0 + i, "1") for i in range(20)]
+    return {**dp.summarize_serving("md", SERVING, answers), **override}
+
+
+@pytest.mark.parametrize(("case", "summary", "error"), [
+    ("all answered by the champion", serving_summary(), None),
+    ("serves another version", serving_summary(servedVersion="2"), "should serve champion version 1"),
+    ("a request failed", serving_summary(failures=1, answered=19, firstFailure="HTTP 503: busy"), "1 of 20"),
+    ("no request sent", serving_summary(requests=0, answered=0), "of 0 requests"),
+    ("answered by another version", serving_summary(answeredBy=["1", "2"]), "answered by versions"),
+])
+def test_check_serving(case, summary, error):
+    if error is None:
+        demo.check_serving(summary, "1")
+    else:
+        with pytest.raises(demo.DemoFailed, match=error):
+            demo.check_serving(summary, "1")
+
+
+def test_burst_prompts_are_held_out_invoices():
+    from tuneloop.devenv import tinymodel
+
+    prompts = demo.burst_prompts()
+    trained = {r["prompt"] for r in tinymodel.invoice_examples(demo.DATASET_ROWS, seed=demo.DATASET_SEED,
+                                                               pii_every=demo.PII_EVERY)}
+    assert len(prompts) == demo.BURST_REQUESTS == len(set(prompts))
+    assert not set(prompts) & trained
+
+
+def test_summary_shows_the_serving_figures(capsys):
+    from tuneloop.devenv import demo_view
+
+    summary = {**serving_summary(), "readySeconds": 42.0}
+    demo_view.print_summary({}, {"namespace": "tuneloop-demo", "kubectl_mdep": "NAME  PHASE\nmd    Serving"},
+                            plain=True, serving=summary)
+    text = capsys.readouterr().out
+    for expected in ("md: Serving", SERVING["endpoint"], "served version", "requests", "failures", "p50 latency",
+                     "p95 latency", "49 ms", "58 ms", "ready 42s after apply", "kubectl get mdep", "md    Serving"):
+        assert expected in text, expected

@@ -7,17 +7,22 @@ the small base model once (cached, see `basemodel`), writes the invoice dataset,
 `examples/demo/` (ExistingCluster mode on the local Ray head), and shows the loop live: a status table
 and per-stage progress bars on a terminal, plain lines otherwise. After the first FineTune becomes
 champion it applies a deliberately weaker one against the same registered model, which must stay
-challenger. It ends with a summary and stops everything it started — on success, failure, Ctrl-C and
+challenger. Then it serves the champion: a ModelDeployment following `invoices-extractor@champion` (a Ray
+Serve application on the same Ray head), and once that is Ready a burst of held-out invoice prompts to
+its `/v1/completions`. It ends with a summary (the FineTunes, then the endpoint, the version served,
+requests, failures, p50/p95 latency) and stops everything it started — on success, failure, Ctrl-C and
 SIGTERM — unless `--keep`, which leaves it all running until Ctrl-C.
 
 Exit status: 0 when the loop did what the demo promises (first FineTune Succeeded as champion, the
-weaker one challenger), 1 otherwise (the message says which and where the logs are), 130 on Ctrl-C.
+weaker one challenger, the champion's version served and every burst request answered), 1 otherwise
+(the message says which and where the logs are), 130 on Ctrl-C.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -28,6 +33,8 @@ import tempfile
 import threading
 import time
 import traceback
+import urllib.error
+import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -44,8 +51,13 @@ REPO_ROOT = controlplane.REPO_ROOT
 MANIFEST_DIR = REPO_ROOT / "examples" / "demo"
 NAMESPACE = "tuneloop-demo"
 CHAMPION, CHALLENGER = "invoices-lora", "invoices-lora-weak"
+DEPLOYMENT = "invoices-extractor"  # the ModelDeployment (examples/demo/03-…), named after the model it serves
 # The demo's dataset: invoices with contact details (PII to scrub) and repeated rows (to dedupe).
 DATASET_ROWS, DATASET_SEED, PII_EVERY, DUPLICATES = 400, 2026, 8, 12
+# The burst: invoices after the dataset's last row (never trained or evaluated on), one at a time.
+BURST_REQUESTS, BURST_MAX_TOKENS, BURST_TIMEOUT_SECONDS = 20, 96, 120.0
+SERVING_TIMEOUT_SECONDS = 900.0  # first deploy on a busy 2-core machine: Serve start, base model, adapter
+PLURALS = {"FineTune": "finetunes", constants.DEPLOYMENT_KIND: constants.DEPLOYMENT_PLURAL}
 
 
 class DemoFailed(RuntimeError):
@@ -134,13 +146,17 @@ def install_crds(kube: Any) -> None:
 
 
 @contextlib.contextmanager
-def operator_process(workdir: Path, kubeconfig: Path, tracking_uri: str, view: views.View) -> Iterator[dict[str, Any]]:
+def operator_process(workdir: Path, kubeconfig: Path, tracking_uri: str, ray_address: str,
+                     view: views.View) -> Iterator[dict[str, Any]]:
     """The operator as users run it: `kopf run -m tuneloop.operator.main --all-namespaces`, its own
-    process group, logging to `workdir/operator.log`; stopped (group and all) on the way out."""
-    metrics_port = free_port()
+    process group, logging to `workdir/operator.log`; stopped (group and all) on the way out. Serve's
+    HTTP proxy gets a free loopback port (the operator starts it with the first application)."""
+    metrics_port, serve_port = free_port(), free_port()
     env = {**os.environ, "KUBECONFIG": str(kubeconfig), "TUNELOOP_MLFLOW_TRACKING_URI": tracking_uri,
            "TUNELOOP_STORAGE_ROOT": str(workdir / "storage"), "TUNELOOP_POLL_SECONDS": "1",
            "TUNELOOP_MAX_POLL_SECONDS": "3", "TUNELOOP_METRICS_PORT": str(metrics_port),
+           "TUNELOOP_SERVE_ADDRESS": ray_address, "TUNELOOP_SERVE_HTTP_HOST": "127.0.0.1",
+           "TUNELOOP_SERVE_HTTP_PORT": str(serve_port), "TUNELOOP_SERVE_ROLLOUT_POLL_SECONDS": "2",
            "MLFLOW_DISABLE_TELEMETRY": "true", "RAY_USAGE_STATS_ENABLED": "0"}
     log_path = workdir / "operator.log"
     argv = [sys.executable, "-m", "kopf", "run", "-m", "tuneloop.operator.main", "--all-namespaces", "--standalone"]
@@ -156,7 +172,7 @@ def operator_process(workdir: Path, kubeconfig: Path, tracking_uri: str, view: v
 
 
 def render_manifests(values: Mapping[str, str]) -> dict[str, dict[str, Any]]:
-    """examples/demo/*.yaml with ${…} filled in, by FineTune name."""
+    """examples/demo/*.yaml with ${…} filled in, by object name."""
     out = {}
     for path in sorted(MANIFEST_DIR.glob("*.yaml")):
         body = yaml.safe_load(string.Template(path.read_text()).substitute(values))
@@ -188,29 +204,28 @@ class Cluster:
             if e.status != 409:
                 raise
 
-    def get(self, name: str) -> dict[str, Any] | None:
+    def get(self, name: str, plural: str = "finetunes") -> dict[str, Any] | None:
         from kubernetes.client.rest import ApiException
 
         try:
             return dict(self.custom.get_namespaced_custom_object(constants.GROUP, constants.VERSION, NAMESPACE,
-                                                                 "finetunes", name))
+                                                                 plural, name))
         except ApiException as e:
             if e.status == 404:
                 return None
             raise
 
     def replace_fresh(self, body: dict[str, Any], timeout_seconds: float = 120) -> None:
-        """Create the FineTune; one left by an earlier demo on this cluster is deleted first."""
-        name = body["metadata"]["name"]
-        if self.get(name) is not None:
-            self.custom.delete_namespaced_custom_object(constants.GROUP, constants.VERSION, NAMESPACE, "finetunes",
-                                                        name)
+        """Create the object; one left by an earlier demo on this cluster is deleted first."""
+        name, plural = body["metadata"]["name"], PLURALS[body["kind"]]
+        if self.get(name, plural) is not None:
+            self.custom.delete_namespaced_custom_object(constants.GROUP, constants.VERSION, NAMESPACE, plural, name)
             deadline = time.monotonic() + timeout_seconds
-            while self.get(name) is not None:
+            while self.get(name, plural) is not None:
                 if time.monotonic() > deadline:
                     raise DemoFailed(f"{NAMESPACE}/{name} from an earlier demo was not deleted in time")
                 time.sleep(1)
-        self.custom.create_namespaced_custom_object(constants.GROUP, constants.VERSION, NAMESPACE, "finetunes", body)
+        self.custom.create_namespaced_custom_object(constants.GROUP, constants.VERSION, NAMESPACE, plural, body)
 
 
 # --- watching ----------------------------------------------------------------------------------------
@@ -273,10 +288,88 @@ def watch(cluster: Cluster, runs: RunReader, names: Sequence[str], view: views.V
         time.sleep(1)
 
 
-def kubectl_wide(kubeconfig: Path) -> str:
+def wait_serving(cluster: Cluster, view: views.View, version: str, timeout_seconds: float) -> dict[str, Any]:
+    """Wait until the ModelDeployment serves `version` (Ready, nothing rolling out); a line per change."""
+    deadline, last = time.monotonic() + timeout_seconds, ""
+    while True:
+        md = cluster.get(DEPLOYMENT, constants.DEPLOYMENT_PLURAL) or {}
+        status = md.get("status") or {}
+        line = dp.serving_line(DEPLOYMENT, status)
+        if line != last:
+            view.step(line)
+            last = line
+        if dp.serving_ready(status, version):
+            return status
+        ready = dp.ready_condition(status)
+        if status.get("phase") == "Failed" and ready.get("reason") == "InvalidSpec":
+            raise DemoFailed(f"{NAMESPACE}/{DEPLOYMENT} was refused: {ready.get('message')}")
+        if time.monotonic() > deadline:
+            raise DemoFailed(f"{NAMESPACE}/{DEPLOYMENT} did not serve version {version} in {timeout_seconds:.0f}s: "
+                             f"{line}; {ready.get('message', '')}")
+        time.sleep(1)
+
+
+def burst_prompts() -> list[str]:
+    """Held-out invoice prompts: rows after the dataset's last, so never trained or evaluated on."""
+    return [r["prompt"] for r in tinymodel.invoice_examples(BURST_REQUESTS, seed=DATASET_SEED, pii_every=0,
+                                                              start=DATASET_ROWS)]
+
+
+def complete(endpoint: str, prompt: str) -> dp.Answer:
+    """One completion, timed; any failure is an answer with its status (0: none came)."""
+    body = json.dumps({"prompt": prompt, "max_tokens": BURST_MAX_TOKENS, "temperature": 0}).encode()
+    request = urllib.request.Request(f"{endpoint.rstrip('/')}/v1/completions", data=body, method="POST",
+                                     headers={"Content-Type": "application/json"})
+    started = time.monotonic()
+    try:
+        with urllib.request.urlopen(request, timeout=BURST_TIMEOUT_SECONDS) as resp:
+            answer = json.loads(resp.read())
+            status = resp.status
+    except urllib.error.HTTPError as e:
+        return dp.Answer(e.code, (time.monotonic() - started) * 1000, error=e.read().decode(errors="replace")[:300])
+    except (OSError, ValueError) as e:
+        return dp.Answer(0, (time.monotonic() - started) * 1000, error=f"{type(e).__name__}: {e}"[:300])
+    model = str(answer.get("model") or "")
+    return dp.Answer(status, (time.monotonic() - started) * 1000, version=model.rsplit("/", 1)[-1] or None)
+
+
+def serve_champion(cluster: Cluster, manifest: dict[str, Any], version: str, view: views.View) -> dict[str, Any]:
+    """Apply the ModelDeployment, wait for it to serve `version`, send the burst; the serving summary."""
+    started = time.monotonic()
+    cluster.replace_fresh(manifest)
+    view.step(f"applied {NAMESPACE}/{DEPLOYMENT}: serving {manifest['spec']['model']['name']}@"
+              f"{manifest['spec']['model']['alias']} on the Ray head")
+    status = wait_serving(cluster, view, version, SERVING_TIMEOUT_SECONDS)
+    ready_seconds = time.monotonic() - started
+    view.step(f"{DEPLOYMENT} serving version {version} at {status['endpoint']} after {ready_seconds:.0f}s; "
+              f"sending {BURST_REQUESTS} held-out invoices")
+    answers = []
+    for prompt in burst_prompts():
+        answers.append(complete(status["endpoint"], prompt))
+        if len(answers) % 5 == 0:
+            view.step(f"burst: {len(answers)}/{BURST_REQUESTS} sent, "
+                      f"{sum(a.status != 200 for a in answers)} failed")
+    final = (cluster.get(DEPLOYMENT, constants.DEPLOYMENT_PLURAL) or {}).get("status") or status
+    return {**dp.summarize_serving(DEPLOYMENT, final, answers), "readySeconds": round(ready_seconds, 1)}
+
+
+def check_serving(serving: Mapping[str, Any], champion_version: str) -> None:
+    """The serving half of the demo's promise: the champion's version answered every request."""
+    if serving["servedVersion"] != champion_version:
+        raise DemoFailed(f"{DEPLOYMENT} should serve champion version {champion_version}, "
+                         f"serves {serving['servedVersion']}")
+    if serving["failures"] or serving["answered"] != serving["requests"] or not serving["requests"]:
+        raise DemoFailed(f"{DEPLOYMENT}: {serving['failures']} of {serving['requests']} requests failed "
+                         f"({serving['firstFailure']})")
+    if serving["answeredBy"] != [champion_version]:
+        raise DemoFailed(f"{DEPLOYMENT}: requests were answered by versions {serving['answeredBy']}, "
+                         f"not only {champion_version}")
+
+
+def kubectl_wide(kubeconfig: Path, resource: str = "ft") -> str:
     if not shutil.which("kubectl"):
         return "(kubectl not on PATH)"
-    out = subprocess.run(["kubectl", "--kubeconfig", str(kubeconfig), "get", "ft", "-o", "wide", "-n", NAMESPACE],
+    out = subprocess.run(["kubectl", "--kubeconfig", str(kubeconfig), "get", resource, "-o", "wide", "-n", NAMESPACE],
                          capture_output=True, text=True, timeout=30)
     return (out.stdout or out.stderr).rstrip()
 
@@ -312,7 +405,8 @@ def run(args: argparse.Namespace, workdir: Path, view: views.View) -> dict[str, 
         cluster = Cluster(kubeconfig)
         if args.cluster == "current":
             install_crds(cluster.api)
-        op = stack.enter_context(operator_process(workdir, kubeconfig, services["mlflow"].tracking_uri, view))
+        op = stack.enter_context(operator_process(workdir, kubeconfig, services["mlflow"].tracking_uri,
+                                                  services["head"].address, view))
         cluster.ensure_namespace(NAMESPACE)
         manifests = render_manifests({"BASE_MODEL_URI": f"file://{model_dir}", "DATASET_URI": f"file://{data}",
                                       "RAY_ADDRESS": services["head"].address})
@@ -326,18 +420,23 @@ def run(args: argparse.Namespace, workdir: Path, view: views.View) -> dict[str, 
             cluster.replace_fresh(manifests[CHALLENGER])
             view.step(f"applied {NAMESPACE}/{CHALLENGER}: a deliberately weaker run against the same model")
             objects = watch(cluster, runs, [CHAMPION, CHALLENGER], view, timelines, args.timeout_seconds, CHALLENGER)
-        view.close()
         summaries = {name: dp.summarize(ft.get("status") or {}, timelines.get(name)) for name, ft in objects.items()}
+        serving: dict[str, Any] | None = None
+        champion = summaries[CHAMPION]["model"]
+        if champion["alias"] == "champion" and champion["version"]:
+            serving = serve_champion(cluster, manifests[DEPLOYMENT], str(champion["version"]), view)
+        view.close()
         model_name = manifests[CHAMPION]["spec"]["registry"]["modelName"]
         extra = {"namespace": NAMESPACE, "kubectl": kubectl_wide(kubeconfig),
+                 "kubectl_mdep": kubectl_wide(kubeconfig, constants.DEPLOYMENT_SHORT) if serving else "",
                  "mlflow_ui": f"{services['mlflow'].tracking_uri}/#/models/{model_name}",
                  "total_seconds": f"{time.monotonic() - started:.0f}s", "operator_log": str(op["log"]),
                  "metrics": op["metrics"]}
         if args.keep:
             extra["keep"] = (f"everything is still running (KUBECONFIG={kubeconfig}); press Ctrl-C or "
                              f"`kill {os.getpid()}` to stop it all")
-        views.print_summary(summaries, extra, plain=isinstance(view, views.PlainView))
-        result = {"summaries": summaries, **{k: v for k, v in extra.items() if k != "keep"}}
+        views.print_summary(summaries, extra, plain=isinstance(view, views.PlainView), serving=serving)
+        result = {"summaries": summaries, "serving": serving, **{k: v for k, v in extra.items() if k != "keep"}}
         if args.summary_json:
             args.summary_json.parent.mkdir(parents=True, exist_ok=True)
             args.summary_json.write_text(dp.to_json(result))
@@ -346,6 +445,9 @@ def run(args: argparse.Namespace, workdir: Path, view: views.View) -> dict[str, 
                              f"{(objects[CHAMPION]['status'].get('conditions') or [{}])[0].get('message', '')}; "
                              f"see {op['log']}")
         check(summaries)
+        if serving is None:
+            raise DemoFailed(f"{CHAMPION} is champion but {DEPLOYMENT} was not applied")
+        check_serving(serving, str(champion["version"]))
         if args.keep:
             with contextlib.suppress(KeyboardInterrupt):
                 signal.pause()

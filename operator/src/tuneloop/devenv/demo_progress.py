@@ -149,3 +149,73 @@ def losses_from_history(history: Sequence[tuple[int, float]]) -> list[float]:
 
 def to_json(summary: Mapping[str, Any]) -> str:
     return json.dumps(summary, indent=2, sort_keys=True, default=str)
+
+
+# --- serving: the ModelDeployment the demo applies once a champion exists ------------------------------
+
+
+def ready_condition(status: Mapping[str, Any]) -> Mapping[str, Any]:
+    return next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
+
+
+def serving_ready(status: Mapping[str, Any], version: str | None = None) -> bool:
+    """Whether a ModelDeployment serves (`version`, when given) with nothing rolling out: Ready True, a
+    served version and an endpoint."""
+    return (ready_condition(status).get("status") == "True" and bool(status.get("servedVersion"))
+            and bool(status.get("endpoint")) and not status.get("rollout")
+            and (version is None or status.get("servedVersion") == version))
+
+
+def serving_line(name: str, status: Mapping[str, Any]) -> str:
+    """The progress line for a ModelDeployment while the demo waits for it."""
+    ready = ready_condition(status)
+    parts = [f"{name}: phase {status.get('phase') or '-'}"]
+    if ready.get("reason"):
+        parts.append(f"({ready['reason']})")
+    if status.get("servedVersion"):
+        parts.append(f"serving version {status['servedVersion']}")
+    rollout = status.get("rollout") or {}
+    if rollout.get("version"):
+        parts.append(f"rolling out version {rollout['version']}")
+    return " ".join(parts)
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """Nearest-rank percentile (q in 0..100) — a value that was measured, never an interpolation; None
+    for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, -(-len(ordered) * q // 100))  # ceil(n * q / 100), at least the first
+    return float(ordered[int(rank) - 1])
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One request of the demo's burst: HTTP status (0: no answer), wall time, the version that answered."""
+
+    status: int
+    latency_ms: float
+    version: str | None = None
+    error: str = ""
+
+
+def summarize_serving(name: str, status: Mapping[str, Any], answers: Sequence[Answer]) -> dict[str, Any]:
+    """The serving facts the demo ends with: where, which version, and how the burst went. Latency
+    figures are over answered requests only (a failure's wall time is the timeout, not the model)."""
+    ok = [a for a in answers if a.status == 200]
+    failed = [a for a in answers if a.status != 200]
+    p50, p95 = percentile([a.latency_ms for a in ok], 50), percentile([a.latency_ms for a in ok], 95)
+    return {
+        "name": name,
+        "phase": status.get("phase"),
+        "endpoint": status.get("endpoint"),
+        "servedVersion": status.get("servedVersion"),
+        "requests": len(answers),
+        "answered": len(ok),
+        "failures": len(failed),
+        "answeredBy": sorted({a.version for a in ok if a.version}),
+        "p50Ms": None if p50 is None else round(p50, 1),
+        "p95Ms": None if p95 is None else round(p95, 1),
+        "firstFailure": f"HTTP {failed[0].status}: {failed[0].error}"[:300] if failed else "",
+    }

@@ -135,8 +135,10 @@ def _dataset_detail(tags: Mapping[str, str]) -> str:
     return f"{tags['tuneloop.dataset.train_rows']} train / {tags.get('tuneloop.dataset.eval_rows')} held-out"
 
 
-def print_summary(summaries: Mapping[str, Mapping[str, Any]], extra: Mapping[str, Any], plain: bool) -> None:
-    """The closing summary: per FineTune, then how to look further."""
+def print_summary(summaries: Mapping[str, Mapping[str, Any]], extra: Mapping[str, Any], plain: bool,
+                  serving: Mapping[str, Any] | None = None) -> None:
+    """The closing summary: per FineTune, the champion served (demo_progress.summarize_serving), then how
+    to look further."""
     console = Console(no_color=plain, soft_wrap=plain, width=None if not plain else 120)
     for name, s in summaries.items():
         table = Table(title=f"{name}: {s['phase']}", show_header=True)
@@ -158,12 +160,36 @@ def print_summary(summaries: Mapping[str, Mapping[str, Any]], extra: Mapping[str
                       "(CPU-only demo)")
         stages = ", ".join(f"{dp.STAGE_TITLES[k].lower()} {v:.0f}s" for k, v in s["stageSeconds"].items())
         console.print(f"  wall time per stage: {stages}")
+    if serving is not None:
+        print_serving(console, serving)
     if extra.get("kubectl"):
         console.print("\n$ kubectl get ft -o wide -n " + str(extra.get("namespace")))
         console.print(extra["kubectl"], markup=False, highlight=False)
+    if extra.get("kubectl_mdep"):
+        console.print("\n$ kubectl get mdep -o wide -n " + str(extra.get("namespace")))
+        console.print(extra["kubectl_mdep"], markup=False, highlight=False)
     for key in ("mlflow_ui", "total_seconds", "keep"):
         if extra.get(key):
             console.print(f"{key.replace('_', ' ')}: {extra[key]}", markup=False)
+
+
+def print_serving(console: Console, s: Mapping[str, Any]) -> None:
+    table = Table(title=f"{s['name']}: {s['phase']}", show_header=True)
+    for column in ("endpoint", "served version", "requests", "failures", "p50 latency", "p95 latency"):
+        table.add_column(column, justify="left" if column == "endpoint" else "right")
+    table.add_row(str(s["endpoint"]), str(s["servedVersion"]), str(s["requests"]), str(s["failures"]),
+                  _ms(s["p50Ms"]), _ms(s["p95Ms"]))
+    console.print(table)
+    console.print(f"  endpoint: {s['endpoint']}/v1/completions", markup=False)  # the table may cut it short
+    if s.get("readySeconds") is not None:
+        console.print(f"  ready {s['readySeconds']:.0f}s after apply; answered by version(s) "
+                      f"{', '.join(s['answeredBy']) or 'none'}")
+    if s.get("firstFailure"):
+        console.print(f"  first failure: {s['firstFailure']}", markup=False)
+
+
+def _ms(value: Any) -> str:
+    return "-" if value is None else f"{float(value):.0f} ms"
 
 
 def _fmt(value: Any) -> str:
