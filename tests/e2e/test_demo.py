@@ -87,6 +87,15 @@ def test_make_demo_runs_the_loop_to_its_summary(tmp_path: Path):
     assert "kubectl get ft -o wide" in out and "invoices-lora-weak" in summary["kubectl"]
     assert "champion" in summary["kubectl"] and "challenger" in summary["kubectl"]
     assert summary["mlflow_ui"].startswith("http://127.0.0.1:")
+    # Serving (#8): the champion's version is served and answers every held-out request of the burst.
+    serving = summary["serving"]
+    assert serving["servedVersion"] == "1" and serving["answeredBy"] == ["1"], serving
+    assert serving["requests"] == 20 and serving["answered"] == 20 and serving["failures"] == 0, serving
+    assert serving["endpoint"].startswith("http://127.0.0.1:") and serving["endpoint"].endswith(
+        "/tuneloop-demo/invoices-extractor"), serving
+    assert 0 < serving["p50Ms"] <= serving["p95Ms"], serving
+    assert "invoices-extractor: phase Serving" in out and "p95 latency" in out
+    assert "invoices-extractor" in summary["kubectl_mdep"]
 
 
 @pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
