@@ -222,10 +222,11 @@ def test_warmup_is_asked_only_to_protect_a_serving_version() -> None:
     assert not deploying.needs_warmup(observed(found("2")))  # first deploy: nothing to protect
     assert not deploying.needs_warmup(observed(found("1"), app("RUNNING", version="1"), status(served="1")))
     assert not deploying.needs_warmup(observed(found("2"), app("DEPLOYING", version="1"), status(served="1")))
-    # another base, or none recorded: new args restart the replicas, which could not load the candidate
+    # another base: new args restart the replicas, which could not load the candidate
     other = {constants.TAG_BASE_MODEL: "file:///models/other"}
     assert not deploying.needs_warmup(observed(found("2", other), app("RUNNING", version="1"), status(served="1")))
-    assert not deploying.needs_warmup(observed(found("2", {}), app("RUNNING", version="1"), status(served="1")))
+    # none recorded (registered by hand): taken to be on the replicas' base, so the warm-up must prove it
+    assert deploying.needs_warmup(observed(found("2", {}), app("RUNNING", version="1"), status(served="1")))
 
 
 def test_waits_back_off_and_warn_once_per_ceiling() -> None:

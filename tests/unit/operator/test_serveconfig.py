@@ -28,7 +28,7 @@ def deployed(version: str, tags: dict[str, str]) -> dict[str, Any]:
 
 def build(version: str, tags: dict[str, str], on_cluster: dict[str, Any] | None) -> dict[str, Any]:
     """What decide_deployment builds for `version` against what is on the cluster."""
-    base = serveconfig.version_base(tags)
+    base = serveconfig.serving_base(tags, on_cluster)
     return serveconfig.build_app("ns", "md", SPEC, MLFLOW, f"inv/{version}",
                                  serveconfig.kept_model_id(on_cluster, base), SETTINGS, base)
 
@@ -55,8 +55,10 @@ CASES = {
         ("hf://org/tiny", "def456"), True),
     "same uri and revision: args kept": Case(
         deployed("1", TINY_REV), "2", TINY_REV, "inv/1", ("hf://org/tiny", "abc123"), False),
-    "version with no base recorded: its own id, no base (restart)": Case(
-        deployed("1", TINY), "2", {}, "inv/2", (None, None), True),
+    "version with no base recorded: taken to be on the replicas' base, args kept (warm-up guards it)": Case(
+        deployed("1", TINY), "2", {}, "inv/1", ("file:///models/tiny", None), False),
+    "no base recorded anywhere: args kept": Case(deployed("1", {}), "2", {}, "inv/1", (None, None), False),
+    "first deploy of a version with no base recorded": Case(None, "1", {}, "inv/1", (None, None), True),
     "deployed before bases were in args: restart once onto the base": Case(
         deployed("1", {}), "2", TINY, "inv/2", ("file:///models/tiny", None), True),
     "back to the version first deployed, same base: no restart": Case(

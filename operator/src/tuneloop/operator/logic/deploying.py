@@ -221,7 +221,7 @@ def decide_deployment(o: DeployObserved, p: DeployPolicy) -> DeployPlan:
         app = o.app if o.app is not None and o.app.status != "DELETING" else None
         deployed = app.deployed_app_config if app is not None else None
     try:
-        base = serveconfig.version_base(lookup.version.tags)
+        base = serveconfig.serving_base(lookup.version.tags, deployed)
         config = serveconfig.build_app(o.namespace, o.name, o.spec, o.tracking_uri, wanted_id,
                                        serveconfig.kept_model_id(deployed, base), p.app, base)
     except ValueError as e:  # the serving app's own argument check (serving.args), e.g. a model name it cannot route
@@ -287,8 +287,9 @@ def needs_warmup(o: DeployObserved) -> bool:
     return (o.spec.serving.mode == "ExistingCluster" and lookup is not None and lookup.version is not None
             and app is not None and app.status == "RUNNING" and bool(o.status.served_version)
             and o.status.served_version != lookup.version.version and o.endpoint_base is not None
-            and serveconfig.kept_model_id(app.deployed_app_config,
-                                          serveconfig.version_base(lookup.version.tags)) is not None)
+            and serveconfig.kept_model_id(
+                app.deployed_app_config,
+                serveconfig.serving_base(lookup.version.tags, app.deployed_app_config)) is not None)
 
 
 def _candidate_unhealthy(o: DeployObserved, st: ModelDeploymentStatus, version: str, model_id: str,

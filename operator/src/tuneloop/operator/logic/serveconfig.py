@@ -11,10 +11,12 @@ route `/<namespace>/<name>`. `args` name the base model of the version served (i
 `tuneloop.base_model.uri`/`.revision` tags, written when a FineTune registers it). An alias move to a
 version on the same base changes only the Ingress `user_config` (a `reconfigure`, no replica restart):
 `args` keep the default model id they were first deployed with, since changing `args` rebuilds the
-application and restarts every replica old-first (serving.app). A version on another base — or one
-whose base is not recorded, or an application deployed without a base in its `args` — gets new `args`
-(its base, itself as the default): a restart, since the replicas hold the old base and every adapter
-of the new version would be refused there.
+application and restarts every replica old-first (serving.app). A version on another base — or an
+application deployed without a base in its `args` moving to a version whose base is recorded — gets new
+`args` (its base, itself as the default): a restart, since the replicas hold the old base and every
+adapter of the new version would be refused there. A version whose base is not recorded (registered by
+hand) is taken to be on the base the replicas hold: it moves without a restart, and the warm-up request
+it must answer first keeps the old version serving if its adapter does not fit that base.
 """
 
 from __future__ import annotations
@@ -86,10 +88,17 @@ def deployed_base(deployed: dict[str, Any] | None) -> BaseRef | None:
     return BaseRef(uri, revision if isinstance(revision, str) and revision else None) if isinstance(uri, str) else None
 
 
+def serving_base(tags: Mapping[str, str], deployed: dict[str, Any] | None) -> BaseRef | None:
+    """The base to serve a version on: its recorded base, or — when none is recorded — the one the
+    deployed application holds (None when neither names one)."""
+    return version_base(tags) or deployed_base(deployed)
+
+
 def kept_model_id(deployed: dict[str, Any] | None, base: BaseRef | None) -> str | None:
-    """The `args.default_model_id` to keep: the deployed one when the deployed application already holds
-    `base` (a move without restart); None when the base differs or is unknown (new `args`, a restart)."""
-    return first_model_id(deployed) if base is not None and deployed_base(deployed) == base else None
+    """The `args.default_model_id` to keep: the deployed one when the deployed application holds `base`
+    (a move without restart; two unknown bases count as the same); None when the base differs or nothing
+    is deployed (new `args`, a restart)."""
+    return first_model_id(deployed) if deployed is not None and deployed_base(deployed) == base else None
 
 
 def build_app(namespace: str, name: str, spec: ModelDeploymentSpec, tracking_uri: str, serve_model_id: str,
