@@ -267,6 +267,10 @@ MATCHES = {
     "a deployment missing": ({"d": [{"name": "x"}, {"name": "y"}]}, {"d": [{"name": "x"}]}, False),
     "an int for our float": ({"cpu": 1.0}, {"cpu": 1}, True),
     "nothing deployed": ({"a": 1}, None, False),
+    "a finished canary's keys left in user_config": (
+        {"d": [{"name": "Ingress", "user_config": {"default_model_id": "inv/2"}}]},
+        {"d": [{"name": "Ingress", "user_config": {"default_model_id": "inv/2", "canary_model_id": "inv/3",
+                                                   "canary_weight": 20}}]}, False),
 }
 
 

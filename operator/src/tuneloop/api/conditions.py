@@ -69,6 +69,13 @@ REASON_ROLLOUT_COMPLETE = "RolloutComplete"  # RollingOut False: the wanted vers
 REASON_DEPLOY_FAILED = "DeployFailed"  # Ray Serve reports DEPLOY_FAILED; the message has Serve's reason
 REASON_UNHEALTHY = "Unhealthy"  # Ray Serve reports UNHEALTHY (replicas failing health checks)
 REASON_CANDIDATE_UNHEALTHY = "CandidateUnhealthy"  # RollingOut False: the new version failed its warm-up request
+REASON_CANARY_PROGRESSING = "CanaryProgressing"  # RollingOut True: the candidate takes a share of traffic under checks
+REASON_CANARY_ROLLED_BACK = "CanaryRolledBack"  # RollingOut False: threshold failed checks; the stable version serves
+# Events of a canary (no condition of their own): started, weight stepped, a check failed, promoting.
+REASON_CANARY_STARTED = "CanaryStarted"
+REASON_CANARY_WEIGHT = "CanaryWeight"
+REASON_CANARY_CHECK_FAILED = "CanaryCheckFailed"
+REASON_CANARY_PROMOTING = "CanaryPromoting"
 REASON_RAY_NOT_CONFIGURED = "RayNotConfigured"  # world: no spec.serving.address and no TUNELOOP_SERVE_ADDRESS
 REASON_NOT_IMPLEMENTED = "NotImplemented"  # spec: a serving path this operator does not implement yet
 # ModelDeployment monitors (DriftDetected, QualityDegraded; operator.logic.monitor_verdict):

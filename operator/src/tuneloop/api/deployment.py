@@ -55,6 +55,40 @@ class ModelRef(ApiModel):
     }
 
 
+class CanarySpec(ApiModel):
+    """Canary analysis of a new version (Flagger's vocabulary): the candidate takes `stepWeight` percent of
+    the requests that name no model, `stepWeight` more after each passed check up to `maxWeight`, then all
+    of them; after `threshold` failed checks the stable version takes everything back."""
+
+    interval_seconds: int = Field(default=60, ge=1, le=86400, description="Seconds between checks.")
+    threshold: int = Field(default=3, ge=1, le=100, description="Failed checks (in all) before rolling back.")
+    step_weight: int = Field(default=10, ge=1, le=100, description="Percent of traffic added after a passed check.")
+    max_weight: int = Field(default=50, ge=1, le=100,
+                            description="Highest canary percentage; a passed check there promotes the candidate.")
+    max_error_rate: float = Field(
+        default=0.01, ge=0, le=1, description="A check fails when the candidate's failed share of requests in the "
+        "interval is above this (0.01 = 1%).")
+    max_p95_latency_ms: float | None = Field(
+        default=None, gt=0, description="A check fails when the candidate's p95 latency in the interval is above "
+        "this; no latency bound when unset.")
+    min_requests: int = Field(
+        default=10, ge=1, le=1000000, description="Candidate requests a check needs to conclude; with fewer the "
+        "weight is held and the check counts neither way.")
+
+    model_config = {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                {
+                    "rule": "!has(self.stepWeight) || !has(self.maxWeight) || self.stepWeight <= self.maxWeight",
+                    "message": "spec.serving.canary.stepWeight must be <= maxWeight",
+                    "fieldPath": ".stepWeight",
+                    "reason": "FieldValueInvalid",
+                }
+            ]
+        }
+    }
+
+
 class ServingSpec(ApiModel):
     """How the version is served."""
 
@@ -78,6 +112,23 @@ class ServingSpec(ApiModel):
         description="Ray dashboard address (http://host:8265) for ExistingCluster; defaults to the operator "
         "setting TUNELOOP_SERVE_ADDRESS.",
     )
+    canary: CanarySpec | None = Field(
+        default=None, description="Move to a new version of the followed alias by canary analysis with automatic "
+        "rollback (ExistingCluster only); unset: the new version takes all traffic once it answers a warm-up.")
+
+    model_config = {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                {
+                    "rule": "!has(self.canary) || !has(self.mode) || self.mode == 'ExistingCluster'",
+                    "message": "spec.serving.canary needs mode ExistingCluster (the operator reads the candidate's "
+                    "figures from the application it deploys there)",
+                    "fieldPath": ".canary",
+                    "reason": "FieldValueInvalid",
+                }
+            ]
+        }
+    }
 
 
 class ReferenceData(ApiModel):
@@ -217,6 +268,16 @@ class ModelDeploymentSpec(ApiModel):
     }
 
 
+class FeedbackData(ApiModel):
+    """Labelled feedback of a monitor window written as training examples (PII-scrubbed, deduplicated against
+    the served version's held-out set and among themselves)."""
+
+    uri: str = Field(description="The examples ({prompt, completion} JSONL), named by their hash.")
+    hash: str = Field(description="sha256 over the examples' keys (order-independent).")
+    examples: int = Field(description="New examples in the file.")
+    labelled: int = Field(default=0, description="Requests in the window a person labelled or corrected.")
+
+
 class MonitorResult(ApiModel):
     """One monitor run."""
 
@@ -227,6 +288,8 @@ class MonitorResult(ApiModel):
     quality: float | None = Field(default=None, description="Quality metric value on the window.")
     breach: bool = Field(default=False, description="Whether quality was in breach after hysteresis.")
     report_uri: str | None = Field(default=None, description="Evidently HTML report.")
+    feedback: FeedbackData | None = Field(
+        default=None, description="The window's labelled feedback as new training examples (none: no new ones).")
 
 
 class RetrainRecord(ApiModel):
@@ -241,6 +304,9 @@ class RetrainRecord(ApiModel):
     run: int | None = Field(default=None, description="FineTune run number.")
     version: str | None = Field(default=None, description="Version the retrain produced.")
     gpu_hours: float | None = Field(default=None, description="GPU-hours the retrain used.")
+    added_data: FeedbackData | None = Field(
+        default=None, description="Feedback examples the retrain adds to the FineTune's dataset (a new dataset "
+        "version; the FineTune's spec is unchanged).")
 
 
 class RolloutStatus(ApiModel):
@@ -255,13 +321,53 @@ class RolloutStatus(ApiModel):
     config_hash: str | None = Field(default=None, description="Hash of the application config sent.")
 
 
+CanaryPhase = Literal["Progressing", "Promoting", "RolledBack"]
+RolloutOutcome = Literal["Switched", "Promoted", "RolledBack"]
+
+
+class CanaryCheck(ApiModel):
+    """One canary check: the candidate's figures over the interval, as the serving application counted them."""
+
+    time: datetime = Field(description="When the check ran.")
+    weight: int = Field(description="Canary percentage during the interval.")
+    requests: int = Field(default=0, description="Candidate requests in the interval.")
+    errors: int = Field(default=0, description="Candidate requests that failed.")
+    error_rate: float | None = Field(default=None, description="errors / requests.")
+    p95_latency_ms: float | None = Field(default=None, description="p95 latency of the answered requests.")
+    stable_requests: int = Field(default=0, description="Stable-version requests in the interval.")
+    stable_p95_latency_ms: float | None = Field(default=None, description="The stable version's p95, for comparison.")
+    passed: bool | None = Field(default=None, description="True passed, False failed, absent: too few requests.")
+    message: str = Field(default="", description="What the check found.")
+
+
+class CanaryStatus(ApiModel):
+    """The canary in progress, or the last one rolled back (kept so the same version and spec are not retried)."""
+
+    phase: CanaryPhase = Field(description="Progressing, Promoting (all traffic being handed over) or RolledBack.")
+    version: str = Field(description="Candidate version.")
+    model_id: str = Field(description="Candidate Serve model id.")
+    stable_version: str = Field(description="Version that keeps the rest of the traffic.")
+    weight: int = Field(default=0, description="Percent of traffic the candidate takes now.")
+    failed_checks: int = Field(default=0, description="Failed checks so far.")
+    start_time: datetime = Field(description="When the canary began.")
+    last_check_time: datetime = Field(description="When the last check ran (or the canary began).")
+    window_start: float | None = Field(
+        default=None, description="Start of the current interval on the serving application's clock (its /v1/stats).")
+    generation: int = Field(default=0, description="metadata.generation the canary ran under.")
+    last_check: CanaryCheck | None = Field(default=None, description="The latest check.")
+
+
 class RolloutRecord(ApiModel):
-    """One completed switch of the served version."""
+    """One completed switch of the served version, or a canary rolled back."""
 
     version: str = Field(description="Version now served.")
     previous_version: str | None = Field(default=None, description="Version served before, if any.")
     alias: str | None = Field(default=None, description="Alias followed when the switch happened.")
     time: datetime = Field(description="When the new version was confirmed serving.")
+    outcome: RolloutOutcome | None = Field(
+        default=None, description="Switched (no canary), Promoted (by canary analysis) or RolledBack.")
+    candidate_version: str | None = Field(default=None, description="RolledBack: the version that failed its canary.")
+    message: str | None = Field(default=None, description="Canary: why, with the last check's figures.")
 
 
 class ModelDeploymentStatus(ApiModel):
@@ -281,6 +387,7 @@ class ModelDeploymentStatus(ApiModel):
     ready_replicas: int | None = Field(default=None, description="Replicas ready to serve.")
     app_name: str | None = Field(default=None, description="Ray Serve application name (<namespace>.<name>).")
     rollout: RolloutStatus | None = Field(default=None, description="The rollout in progress; absent when none.")
+    canary: CanaryStatus | None = Field(default=None, description="The canary in progress or last rolled back.")
     rollout_history: list[RolloutRecord] = Field(
         default_factory=list, description="Switches of the served version, oldest first (bounded)."
     )

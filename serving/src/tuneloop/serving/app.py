@@ -10,7 +10,9 @@ Two deployments:
   /v1/feedback`, `GET /healthz`. It validates (400 naming the field), renders the prompt with the
   training job's `render_prompt`, calls the Generator with the model id, and logs request, response
   and feedback through a TrafficLogger (PII-scrubbed Parquet, never blocking a request). Its
-  `user_config` carries the default model id (serving.args for why). The request id is the
+  `user_config` carries the default model id (serving.args for why) and, during a canary, the
+  candidate's model id and the share of requests it takes; `GET /v1/stats` gives each version's recent
+  request count, errors and p95 latency (serving.traffic_stats) for the operator's canary checks. The request id is the
   `x-request-id` Serve's proxy gives every request (the client's own when it sent a safe one), so the
   log, the response and Serve's access log share one key.
 
@@ -33,6 +35,7 @@ A version on another base needs that restart: its adapters are refused by a Gene
 # class, not a string, or it takes `request` for a required query parameter (422).
 import asyncio
 import os
+import random
 import tempfile
 import time
 import uuid
@@ -46,7 +49,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from tuneloop.jobs import prompts
-from tuneloop.serving import adapters, args, bodies, generation, traffic_log
+from tuneloop.serving import adapters, args, bodies, generation, traffic_log, traffic_stats, warmup
 
 REQUEST_ID_HEADER = "x-request-id"
 DROPPED_METRIC = "tuneloop_traffic_log_dropped_records"
@@ -123,7 +126,9 @@ class Ingress:
         self.args = args.AppArgs.model_validate(app_args)
         self.generator = generator
         self.limits = self.args.limits()
-        self.default_model_id = self.args.default_model_id
+        self.route = args.IngressConfig(default_model_id=self.args.default_model_id)
+        self.rng = random.Random()
+        self.recent = traffic_stats.RecentRequests()  # per-version figures for canary checks (GET /v1/stats)
         self.logger: traffic_log.TrafficLogger | None = None
         if self.args.log_requests:
             from ray.serve.metrics import Counter
@@ -138,8 +143,11 @@ class Ingress:
                 on_drop=lambda n: dropped.inc(n))
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
-        config = args.IngressConfig.model_validate(user_config or {})
-        self.default_model_id = config.default_model_id or self.args.default_model_id
+        self.route = args.IngressConfig.model_validate(user_config or {})
+
+    @property
+    def default_model_id(self) -> str | None:
+        return self.route.default_model_id or self.args.default_model_id
 
     def __del__(self) -> None:
         # Serve calls this on graceful shutdown (within graceful_shutdown_timeout_s): write what is queued.
@@ -160,7 +168,7 @@ class Ingress:
         try:
             body = await request.json()
             parsed = bodies.parse_completion(body, self.limits)
-            model_id = parsed.model or self.default_model_id
+            model_id = parsed.model or self.route.pick(self.args.default_model_id, self.rng.random())
             if model_id is None:
                 raise bodies.InvalidRequest("model", "is required: this deployment has no default model")
         except ValueError as e:  # InvalidRequest, and JSONDecodeError for a body that is not JSON
@@ -179,6 +187,8 @@ class Ingress:
             result = {"error": {"status": 503, "param": None,
                                 "message": f"generation failed: {type(e).__name__}: {str(e)[:500]}"}}
         latency_ms = (time.perf_counter() - started) * 1000
+        if not warmup.is_warmup(request_id, parsed.prompt):
+            self.recent.add(model_id, "error" not in result, latency_ms)
         common: dict[str, Any] = {"kind": traffic_log.KIND_REQUEST, "request_id": request_id, "time": received,
                   "model_id": model_id, "prompt": parsed.prompt, "latency_ms": latency_ms,
                   "max_tokens": parsed.max_tokens, "temperature": parsed.temperature}
@@ -213,11 +223,17 @@ class Ingress:
         return JSONResponse({"id": parsed.request_id, "status": "accepted", "logged": self.logger is not None},
                             status_code=202, headers={REQUEST_ID_HEADER: parsed.request_id})
 
+    @api.get("/v1/stats")
+    async def stats(self, since: float | None = None) -> JSONResponse:
+        """Recent completions by model id after `since` (this app's clock; serving.traffic_stats)."""
+        return JSONResponse(self.recent.summary(since))
+
     @api.get("/healthz")
     async def healthz(self) -> JSONResponse:
         log = self.logger.stats().to_dict() if self.logger is not None else None
         return JSONResponse({"status": "ok", "deployment": self.args.deployment,
-                             "default_model_id": self.default_model_id, "traffic_log": log})
+                             "default_model_id": self.default_model_id, "canary_model_id": self.route.canary_model_id,
+                             "canary_weight": self.route.canary_weight, "traffic_log": log})
 
 
 def build(app_args: dict[str, Any]) -> Any:

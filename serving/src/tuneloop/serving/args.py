@@ -13,7 +13,7 @@ needs a restart anyway (the base model, the log location) and the first default.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from tuneloop.serving import bodies
 
@@ -73,15 +73,32 @@ class AppArgs(BaseModel):
 
 
 class IngressConfig(BaseModel):
-    """The Ingress deployment's `user_config` (lightweight update: `reconfigure`, no restart)."""
+    """The Ingress deployment's `user_config` (lightweight update: `reconfigure`, no restart): the default
+    model id, and during a canary the candidate's id and the percentage of default-routed requests it takes.
+    A request that names its model is never re-routed."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     default_model_id: str | None = Field(default=None, description="Overrides AppArgs.default_model_id.")
+    canary_model_id: str | None = Field(default=None, description="The candidate version during a canary.")
+    canary_weight: int = Field(default=0, ge=0, le=100,
+                               description="Percent of requests naming no model sent to canary_model_id.")
 
-    @field_validator("default_model_id")
+    @field_validator("default_model_id", "canary_model_id")
     @classmethod
-    def _model_id(cls, value: str | None) -> str | None:
+    def _model_id(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is not None:
-            bodies.parse_model_id(value, "default_model_id")
+            bodies.parse_model_id(value, str(info.field_name))
         return value
+
+    @model_validator(mode="after")
+    def _canary(self) -> IngressConfig:
+        if self.canary_weight and self.canary_model_id is None:
+            raise ValueError(f"canary_weight {self.canary_weight} needs canary_model_id")
+        return self
+
+    def pick(self, fallback: str | None, draw: float) -> str | None:
+        """The model id for a request naming none; `draw` is uniform in [0, 1)."""
+        if self.canary_model_id is not None and draw * 100 < self.canary_weight:
+            return self.canary_model_id
+        return self.default_model_id or fallback

@@ -48,6 +48,7 @@ class Serve(Protocol):
     async def get_state(self, address: str) -> ServeState: ...
     async def apply_app(self, address: str, name: str, config: dict[str, Any] | None) -> bool: ...
     async def warm_up(self, endpoint: str, model_id: str) -> tuple[bool, str]: ...
+    async def read_stats(self, endpoint: str, since: float | None) -> tuple[dict[str, Any] | None, str]: ...
 
 
 def parse_state(payload: dict[str, Any]) -> ServeState:
@@ -163,6 +164,21 @@ class HttpServe:
                 return False, f"HTTP {resp.status}: {text[:400]}"
         except (TimeoutError, aiohttp.ClientError, OSError) as e:
             return False, describe(e, WARMUP_TIMEOUT_SECONDS)
+
+
+    async def read_stats(self, endpoint: str, since: float | None) -> tuple[dict[str, Any] | None, str]:
+        """The application's per-version figures since `since` (its clock; serving.traffic_stats), or (None,
+        what went wrong); never raises."""
+        url = endpoint.rstrip("/") + "/v1/stats" + (f"?since={since!r}" if since is not None else "")
+        try:
+            async with self._get_session().get(url) as resp:
+                text = await resp.text()
+                if resp.status != 200:
+                    return None, f"GET {url}: HTTP {resp.status}: {text[:300]}"
+                payload = await resp.json(content_type=None)
+                return (payload, "") if isinstance(payload, dict) else (None, f"GET {url}: not an object")
+        except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as e:
+            return None, f"GET {url}: {describe(e, self._timeout.total)}"
 
 
 WARMUP_TIMEOUT_SECONDS = 120.0  # the first request of a version downloads and attaches its adapter

@@ -25,7 +25,7 @@ from tuneloop.operator.clients.errors import ClientError, Unavailable
 from tuneloop.operator.clients.kube import Events
 from tuneloop.operator.clients.mlflow import ModelResolver
 from tuneloop.operator.clients.serve import Serve
-from tuneloop.operator.logic import deploying, rayservice, serveconfig
+from tuneloop.operator.logic import canary, deploying, rayservice, serveconfig
 from tuneloop.operator.logic.deploying import DeployObserved, DeployPlan, DeployPolicy, EnsureRayService
 from tuneloop.operator.metrics import Metrics
 from tuneloop.operator.settings import OperatorSettings
@@ -144,6 +144,15 @@ class DeploymentReconciler:
             endpoint = o.endpoint_base + serveconfig.route_prefix(o.namespace, o.name)
             ok, message = await self.serve.warm_up(endpoint, model_id)
             o = replace(o, warmup=deploying.Warmup(model_id, ok, message))
+        read, since = deploying.canary_read(o)
+        if read and o.status.served_version:
+            assert o.lookup is not None and o.lookup.version is not None and o.endpoint_base is not None
+            endpoint = o.endpoint_base + serveconfig.route_prefix(o.namespace, o.name)
+            summary, error = await self.serve.read_stats(endpoint, since)
+            window = canary.window_from(summary, serveconfig.model_id(o.spec.model.name, o.lookup.version.version),
+                                        serveconfig.model_id(o.spec.model.name, o.status.served_version)
+                                        ) if summary is not None else None
+            o = replace(o, canary_window=window, canary_read_error=error or ("" if window else "no clock in answer"))
         return o
 
     async def _write(self, body: dict[str, Any], before: ModelDeploymentStatus, plan: DeployPlan) -> bool:

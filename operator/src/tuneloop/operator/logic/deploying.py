@@ -15,6 +15,11 @@ Rules:
 - DEPLOY_FAILED and UNHEALTHY are ours to report (KubeRay does not act on them): Ready=False with
   Serve's message; a version already served counts as Degraded, nothing served as Failed.
 - Ray or MLflow unreachable, or no Ray address at all: a wait with backoff, never a crash loop.
+- With `spec.serving.canary`, a live switch (ExistingCluster, same base, candidate warmed up) is a canary:
+  the stable version stays the Ingress default and the candidate takes a share set in the Ingress
+  `user_config`, stepped, promoted or rolled back by `logic.canary.decide_canary` from the application's
+  own per-version figures. A rolled-back version is not tried again until the alias moves or the spec
+  changes (`status.canary` remembers it with the generation).
 """
 
 from __future__ import annotations
@@ -26,13 +31,14 @@ from typing import Any
 from tuneloop.api import conditions as c
 from tuneloop.api.conditions import Condition
 from tuneloop.api.deployment import (
+    CanaryStatus,
     DeploymentPhase,
     ModelDeploymentSpec,
     ModelDeploymentStatus,
     RolloutRecord,
     RolloutStatus,
 )
-from tuneloop.operator.logic import rayservice, serveconfig, waiting
+from tuneloop.operator.logic import canary, rayservice, serveconfig, waiting
 from tuneloop.operator.logic.plans import Event, VersionInfo
 
 HISTORY_LIMIT = 20
@@ -101,6 +107,8 @@ class DeployObserved:
     uid: str = ""
     rayservice: dict[str, Any] | None = None  # RayService mode: our RayService as the apiserver has it
     warmup: Warmup | None = None  # the candidate's answer to one request, when `needs_warmup` asked for it
+    canary_window: canary.CanaryWindow | None = None  # the app's per-version figures, when `canary_read` asked
+    canary_read_error: str = ""  # why they could not be read
 
 
 @dataclass(frozen=True)
@@ -215,6 +223,25 @@ def decide_deployment(o: DeployObserved, p: DeployPolicy) -> DeployPlan:
     wanted_id = serveconfig.model_id(ref.name, version)
     st.conditions = _resolved(o, st, version)
     st.waiting = None
+    # `version` is what the alias resolves to; `serve_version` what the Ingress makes its default (the stable
+    # one while a canary runs or after it rolled back), with the canary's share in `route`.
+    serve_version, route = version, None
+    canary_events: tuple[Event, ...] = ()
+    if not on_kuberay:
+        step = _canary(o, p, st, version, wanted_id)
+        if isinstance(step, DeployPlan):
+            return _with_events(o, step)
+        serve_version, route, canary_events = step
+    serve_id = serveconfig.model_id(ref.name, serve_version)
+    return _with_canary(o, st, canary_events, _decide_serving(
+        o, p, st, on_kuberay, version, wanted_id, serve_version, serve_id, route))
+
+
+def _decide_serving(o: DeployObserved, p: DeployPolicy, st: ModelDeploymentStatus, on_kuberay: bool, version: str,
+                    wanted_id: str, serve_version: str, serve_id: str, route: tuple[str, int] | None) -> DeployPlan:
+    """Send our config if Serve's differs, else judge what Serve reports; `serve_version` is the default."""
+    lookup = o.lookup
+    assert lookup is not None and lookup.version is not None and o.tracking_uri is not None
     if on_kuberay:
         deployed = rayservice.deployed_app(o.rayservice)
     else:
@@ -222,14 +249,14 @@ def decide_deployment(o: DeployObserved, p: DeployPolicy) -> DeployPlan:
         deployed = app.deployed_app_config if app is not None else None
     try:
         base = serveconfig.serving_base(lookup.version.tags, deployed)
-        config = serveconfig.build_app(o.namespace, o.name, o.spec, o.tracking_uri, wanted_id,
-                                       serveconfig.kept_model_id(deployed, base), p.app, base)
+        config = serveconfig.build_app(o.namespace, o.name, o.spec, o.tracking_uri, serve_id,
+                                       serveconfig.kept_model_id(deployed, base), p.app, base, route)
     except ValueError as e:  # the serving app's own argument check (serving.args), e.g. a model name it cannot route
         message = f"spec cannot be served: {e}"
         st.phase = "Failed"
         st.conditions = c.set_condition(st.conditions, c.READY, "False", c.REASON_INVALID_SPEC, message, o.now,
                                         o.generation)
-        return _with_events(o, DeployPlan(st))
+        return DeployPlan(st)
     digest = serveconfig.config_hash(config)
     action: Action
     if on_kuberay:
@@ -241,18 +268,18 @@ def decide_deployment(o: DeployObserved, p: DeployPolicy) -> DeployPlan:
     else:
         assert o.address is not None
         action = PutApp(o.address, config["name"], config)
-    rollout = st.rollout if st.rollout is not None and st.rollout.version == version else None
+    rollout = st.rollout if st.rollout is not None and st.rollout.version == serve_version else None
     start_time = rollout.start_time if rollout is not None else o.now
 
     if app is None:
         st.served_version, st.ready_replicas, st.endpoint = None, 0, None
     if app is None or not serveconfig.matches(config, deployed):
         if needs_warmup(o) and (o.warmup is None or o.warmup.model_id != wanted_id or not o.warmup.ok):
-            return _with_events(o, _candidate_unhealthy(o, st, version, wanted_id, p))
-        st.rollout = RolloutStatus(version=version, model_id=wanted_id, start_time=start_time, applied_time=o.now,
-                                   config_hash=digest)
+            return _candidate_unhealthy(o, st, version, wanted_id, p)
+        st.rollout = RolloutStatus(version=serve_version, model_id=serve_id, start_time=start_time,
+                                   applied_time=o.now, config_hash=digest)
         what = "written to the RayService" if on_kuberay else "sent to Ray Serve"
-        return _with_events(o, _rolling(o, st, version, what, p, (action,)))
+        return _rolling(o, st, serve_version, what, p, (action,))
     assert app is not None
 
     applied = st.rollout.applied_time if st.rollout is not None and st.rollout.config_hash == digest else None
@@ -261,20 +288,20 @@ def decide_deployment(o: DeployObserved, p: DeployPolicy) -> DeployPlan:
     else:
         fresh = applied is None or (app.last_deployed_time_s or 0.0) >= applied.timestamp()
     if app.status == "RUNNING" and fresh:
-        return _with_events(o, _serving(o, st, version, app, p))
+        return _serving(o, st, serve_version, app, p)
     if app.status in ("DEPLOY_FAILED", "UNHEALTHY"):
         reason = c.REASON_DEPLOY_FAILED if app.status == "DEPLOY_FAILED" else c.REASON_UNHEALTHY
-        message = (f"Ray Serve application {config['name']} is {app.status} with version {version}: "
+        message = (f"Ray Serve application {config['name']} is {app.status} with version {serve_version}: "
                    f"{app.message or 'no message'}")
         st.phase = "Degraded" if st.served_version else "Failed"
         st.ready_replicas = app.ready_replicas
         st.conditions = c.set_condition(st.conditions, c.READY, "False", reason, message, o.now, o.generation)
         st.conditions = c.set_condition(st.conditions, c.ROLLING_OUT, "False", reason, message, o.now, o.generation)
         # Looked at again: UNHEALTHY may recover, and an alias move brings a new config after DEPLOY_FAILED.
-        return _with_events(o, DeployPlan(st, (), (), p.poll_seconds))
-    if st.rollout is None or st.rollout.version != version:
-        st.rollout = RolloutStatus(version=version, model_id=wanted_id, start_time=start_time, config_hash=digest)
-    return _with_events(o, _rolling(o, st, version, f"Serve reports {app.status}", p, ()))
+        return DeployPlan(st, (), (), p.poll_seconds)
+    if st.rollout is None or st.rollout.version != serve_version:
+        st.rollout = RolloutStatus(version=serve_version, model_id=serve_id, start_time=start_time, config_hash=digest)
+    return _rolling(o, st, serve_version, f"Serve reports {app.status}", p, ())
 
 
 def needs_warmup(o: DeployObserved) -> bool:
@@ -287,9 +314,113 @@ def needs_warmup(o: DeployObserved) -> bool:
     return (o.spec.serving.mode == "ExistingCluster" and lookup is not None and lookup.version is not None
             and app is not None and app.status == "RUNNING" and bool(o.status.served_version)
             and o.status.served_version != lookup.version.version and o.endpoint_base is not None
+            and _canary_of(o, lookup.version.version) is None
             and serveconfig.kept_model_id(
                 app.deployed_app_config,
                 serveconfig.serving_base(lookup.version.tags, app.deployed_app_config)) is not None)
+
+
+def _canary_of(o: DeployObserved, version: str) -> CanaryStatus | None:
+    """The canary of `version` still in hand: running, handing over, or rolled back under this generation
+    from the version still served (not tried again until the spec or the alias changes)."""
+    cur = o.status.canary
+    if cur is None or cur.version != version or cur.stable_version != o.status.served_version:
+        return None
+    if cur.phase == "RolledBack" and cur.generation != o.generation:
+        return None
+    if cur.phase == "Progressing" and o.spec.serving.canary is None:
+        return None  # canary analysis switched off mid-way: a plain switch
+    return cur
+
+
+def canary_read(o: DeployObserved) -> tuple[bool, float | None]:
+    """Whether the application's per-version figures are needed now, and since when (its clock): at a
+    canary's start (for the window's start) and when a check is due."""
+    spec = o.spec.serving.canary
+    if spec is None or o.spec.serving.mode != "ExistingCluster" or o.endpoint_base is None:
+        return False, None
+    if needs_warmup(o):
+        return True, None
+    version = o.lookup.version.version if o.lookup is not None and o.lookup.version is not None else None
+    cur = _canary_of(o, version) if version is not None else None
+    if cur is None or cur.phase != "Progressing":
+        return False, None
+    return (o.now - cur.last_check_time).total_seconds() >= spec.interval_seconds, cur.window_start
+
+
+def _canary(o: DeployObserved, p: DeployPolicy, st: ModelDeploymentStatus, version: str, wanted_id: str
+            ) -> tuple[str, tuple[str, int] | None, tuple[Event, ...]] | DeployPlan:
+    """(the Ingress default, the canary's (model id, percent) or None, Events), or the plan of a candidate
+    that failed its warm-up. Updates `st.canary` and, on a rollback, `st.rolloutHistory`."""
+    spec = o.spec.serving.canary
+    stable = st.served_version
+    cur = _canary_of(o, version)
+    if cur is None:
+        st.canary = None
+        if spec is None or stable is None or not needs_warmup(o):
+            return version, None, ()  # no canary: a first deploy, a restart on another base, or none asked
+        if o.warmup is None or o.warmup.model_id != wanted_id or not o.warmup.ok:
+            return _candidate_unhealthy(o, st, version, wanted_id, p)
+        weight = canary.first_weight(spec)
+        st.canary = CanaryStatus(phase="Progressing", version=version, model_id=wanted_id, stable_version=stable,
+                                 weight=weight, start_time=o.now, last_check_time=o.now, generation=o.generation,
+                                 window_start=o.canary_window.now if o.canary_window is not None else None)
+        return stable, (wanted_id, weight), (Event("Normal", c.REASON_CANARY_STARTED, (
+            f"version {version} takes {weight}% of requests, version {stable} the rest; a check every "
+            f"{spec.interval_seconds}s")),)
+    cur = st.canary
+    assert cur is not None and stable is not None
+    if cur.phase == "RolledBack":
+        return stable, None, ()
+    if cur.phase == "Promoting" or spec is None:
+        return version, None, ()
+    d = canary.decide_canary(spec, cur.weight, cur.failed_checks, cur.last_check_time, o.now, o.canary_window,
+                             o.canary_read_error)
+    if d.check is None:
+        return stable, (wanted_id, cur.weight), ()
+    cur.last_check, cur.last_check_time, cur.failed_checks, cur.weight = d.check, o.now, d.failed_checks, d.weight
+    if o.canary_window is not None:
+        cur.window_start = o.canary_window.now
+    message = c.truncate(f"version {version}: {d.check.message}")
+    if d.action == "Promote":
+        cur.phase = "Promoting"
+        return version, None, (Event("Normal", c.REASON_CANARY_PROMOTING, message),)
+    if d.action == "RollBack":
+        cur.phase = "RolledBack"
+        record = RolloutRecord(version=stable, previous_version=stable, alias=o.spec.model.alias, time=o.now,
+                               outcome="RolledBack", candidate_version=version, message=message)
+        st.rollout_history = [*st.rollout_history, record][-HISTORY_LIMIT:]
+        return stable, None, (Event("Warning", c.REASON_CANARY_ROLLED_BACK, c.truncate(
+            f"version {version} rolled back, version {stable} takes all traffic: {d.check.message}")),)
+    if d.action == "Step":
+        return stable, (wanted_id, cur.weight), (Event("Normal", c.REASON_CANARY_WEIGHT, message),)
+    events = (Event("Warning", c.REASON_CANARY_CHECK_FAILED, message),) if d.check.passed is False else ()
+    return stable, (wanted_id, cur.weight), events
+
+
+def _with_canary(o: DeployObserved, st: ModelDeploymentStatus, events: tuple[Event, ...], plan: DeployPlan
+                 ) -> DeployPlan:
+    """A canary's say in the plan: RollingOut tells its state (over the plain rollout's words), a rollback
+    leaves the phase Degraded, and a running canary is looked at again when its next check is due."""
+    cur, spec, after = plan.status.canary, o.spec.serving.canary, plan.status
+    requeue = plan.requeue_seconds
+    if cur is not None and cur.phase == "Progressing" and spec is not None:
+        last = f"; last check: {cur.last_check.message}" if cur.last_check is not None else ""
+        after.conditions = c.set_condition(after.conditions, c.ROLLING_OUT, "True", c.REASON_CANARY_PROGRESSING, (
+            f"canary: version {cur.version} takes {cur.weight}% of requests, version {cur.stable_version} the rest; "
+            f"{cur.failed_checks}/{spec.threshold} failed checks{last}"), o.now, o.generation)
+        due = spec.interval_seconds - (o.now - cur.last_check_time).total_seconds()
+        requeue = max(0.5, min(due, requeue if requeue is not None else due))
+    elif cur is not None and cur.phase == "RolledBack":
+        why = cur.last_check.message if cur.last_check is not None else "failed checks"
+        after.conditions = c.set_condition(after.conditions, c.ROLLING_OUT, "False", c.REASON_CANARY_ROLLED_BACK, (
+            f"canary of version {cur.version} rolled back, version {cur.stable_version} serves: {why}; tried again "
+            "when the alias moves or the spec changes"), o.now, o.generation)
+        if after.phase == "Serving":
+            after.phase = "Degraded"
+    plan = _with_events(o, DeployPlan(after, plan.actions, plan.events, requeue))
+    extra = tuple(e for e in events if all(e.reason != seen.reason for seen in plan.events))
+    return DeployPlan(plan.status, plan.actions, plan.events + extra, plan.requeue_seconds)
 
 
 def _candidate_unhealthy(o: DeployObserved, st: ModelDeploymentStatus, version: str, model_id: str,
@@ -330,10 +461,16 @@ def _serving(o: DeployObserved, st: ModelDeploymentStatus, version: str, app: Se
     st.phase = "Serving"
     events: tuple[Event, ...] = ()
     if previous != version:
-        record = RolloutRecord(version=version, previous_version=previous, alias=o.spec.model.alias, time=o.now)
+        promoted = st.canary if st.canary is not None and st.canary.version == version else None
+        how = "by canary analysis" if promoted is not None else ""
+        record = RolloutRecord(version=version, previous_version=previous, alias=o.spec.model.alias, time=o.now,
+                               outcome="Promoted" if promoted is not None else "Switched",
+                               message=promoted.last_check.message if promoted and promoted.last_check else None)
         st.rollout_history = [*st.rollout_history, record][-HISTORY_LIMIT:]
+        st.canary = None if promoted is not None else st.canary
         was = f" (was {previous})" if previous else ""
-        events = (Event("Normal", c.REASON_ROLLOUT_COMPLETE, f"serving version {version}{was} at {endpoint}"),)
+        events = (Event("Normal", c.REASON_ROLLOUT_COMPLETE, f"serving version {version}{was} at {endpoint}"
+                        f"{' ' + how if how else ''}"),)
     message = f"version {version} RUNNING at {endpoint}"
     st.conditions = c.set_condition(st.conditions, c.READY, "True", c.REASON_SERVING, message, o.now, o.generation)
     st.conditions = c.set_condition(st.conditions, c.ROLLING_OUT, "False", c.REASON_ROLLOUT_COMPLETE,

@@ -102,10 +102,13 @@ def kept_model_id(deployed: dict[str, Any] | None, base: BaseRef | None) -> str 
 
 
 def build_app(namespace: str, name: str, spec: ModelDeploymentSpec, tracking_uri: str, serve_model_id: str,
-              first_model_id: str | None, settings: AppSettings, base: BaseRef | None = None) -> dict[str, Any]:
+              first_model_id: str | None, settings: AppSettings, base: BaseRef | None = None,
+              canary: tuple[str, int] | None = None) -> dict[str, Any]:
     """The application entry for one ModelDeployment serving `serve_model_id`, whose base is `base` (None:
     unknown, the Generator loads the default version's). `first_model_id` is the default the
-    application's `args` were first deployed with (kept only on the same base: `kept_model_id`)."""
+    application's `args` were first deployed with (kept only on the same base: `kept_model_id`).
+    `canary` is (candidate model id, percent): the Ingress sends that share of requests naming no model to
+    the candidate — a `user_config` change, so a canary step restarts nothing."""
     serving = spec.serving
     app = app_name(namespace, name)
     traffic_uri = serving.traffic_log_uri or f"{settings.traffic_root.rstrip('/')}/{namespace}"
@@ -123,6 +126,10 @@ def build_app(namespace: str, name: str, spec: ModelDeploymentSpec, tracking_uri
     if settings.cache_dir:
         app_args["cache_dir"] = settings.cache_dir
     serve_args.AppArgs.model_validate(app_args)  # fails here, not as DEPLOY_FAILED minutes later
+    ingress_config: dict[str, Any] = {"default_model_id": serve_model_id}
+    if canary is not None:
+        ingress_config.update(canary_model_id=canary[0], canary_weight=canary[1])
+    serve_args.IngressConfig.model_validate(ingress_config)
     generator_options: dict[str, Any] = {"num_cpus": cpu_count(serving.resources.cpu)}
     if serving.resources.gpus:
         generator_options["num_gpus"] = serving.resources.gpus
@@ -135,7 +142,7 @@ def build_app(namespace: str, name: str, spec: ModelDeploymentSpec, tracking_uri
         "deployments": [
             {"name": serve_args.GENERATOR, "num_replicas": serving.replicas, "ray_actor_options": generator_options},
             {"name": serve_args.INGRESS, "num_replicas": 1, "ray_actor_options": {"num_cpus": INGRESS_NUM_CPUS},
-             "user_config": {"default_model_id": serve_model_id}},
+             "user_config": ingress_config},
         ],
     }
 
@@ -152,11 +159,13 @@ def config_hash(app: dict[str, Any]) -> str:
 
 def matches(wanted: Any, deployed: Any) -> bool:
     """Whether Serve's `deployed_app_config` is `wanted`: every key we set has our value (Serve may add
-    keys we left out); deployments are matched by name."""
+    keys we left out); deployments are matched by name. A `user_config` must be equal: Serve replaces it
+    whole, so a key left in it (a finished canary's) is a difference."""
     if isinstance(wanted, dict):
         if not isinstance(deployed, dict):
             return False
-        return all(matches(v, deployed.get(k)) for k, v in wanted.items())
+        return all(v == deployed.get(k) if k == "user_config" else matches(v, deployed.get(k))
+                   for k, v in wanted.items())
     if isinstance(wanted, list):
         if not isinstance(deployed, list):
             return False
