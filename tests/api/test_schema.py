@@ -172,3 +172,83 @@ def test_restricted_credential_is_denied_without_rbac(control_plane, namespace):
     assert proc.returncode != 0
     assert "forbidden" in proc.stderr.lower()
     assert 'User "restricted"' in proc.stderr
+
+
+# --- printer columns: the values, as the apiserver's Table output computes them ----------------------
+
+
+def _table(api_client, namespace: str, plural: str, name: str) -> dict[str, object]:
+    """GET the object as a meta.k8s.io Table (what kubectl prints); column name -> (cell, priority)."""
+    from tuneloop.api import constants
+
+    method, url, headers, body, _ = api_client.param_serialize(
+        "GET", f"/apis/{constants.GROUP}/{constants.VERSION}/namespaces/{namespace}/{plural}/{name}",
+        header_params={"Accept": "application/json;as=Table;v=v1;g=meta.k8s.io"}, auth_settings=["BearerToken"])
+    response = api_client.call_api(method, url, header_params=headers, body=body)
+    response.read()
+    table = json.loads(response.data)
+    assert table["kind"] == "Table", table
+    [row] = table["rows"]
+    columns = table["columnDefinitions"]
+    return {c["name"]: (cell, c.get("priority", 0)) for c, cell in zip(columns, row["cells"], strict=True)}
+
+
+def _write_status(control_plane, namespace: str, kind: str, name: str, status: dict) -> None:
+    control_plane.kubectl("patch", kind, name, "-n", namespace, "--subresource=status", "--type=merge",
+                          "-p", json.dumps({"status": status}))
+
+
+def test_finetune_printer_columns_show_the_status_the_operator_writes(control_plane, api_client, namespace):
+    """Each column's value, from a status shaped by the API model (so a renamed status field breaks the
+    column here, not silently in `kubectl get`). Ready is not the first condition and the others carry
+    other reasons: the Reason column must pick Ready's."""
+    from tuneloop.api.finetune import FineTuneStatus
+
+    control_plane.kubectl("apply", "--server-side", "-n", namespace, "-f", "-", input_text=MINIMAL_FT)
+    status = FineTuneStatus.model_validate({
+        "phase": "Succeeded", "observedGeneration": 1,
+        "conditions": [
+            {"type": "Succeeded", "status": "True", "reason": "Registered", "message": "v7",
+             "lastTransitionTime": "2026-11-22T00:00:00Z"},
+            {"type": "Ready", "status": "True", "reason": "Promoted", "message": "champion",
+             "lastTransitionTime": "2026-11-22T00:00:00Z"},
+            {"type": "Failed", "status": "False", "reason": "NoFailure", "message": "",
+             "lastTransitionTime": "2026-11-22T00:00:00Z"}],
+        "run": {"number": 3, "generation": 1, "attempt": 2},
+        "model": {"name": "tiny", "version": "7", "alias": "champion"},
+    }).to_k8s()
+    _write_status(control_plane, namespace, "ft", "minimal", status)
+    cols = _table(api_client, namespace, "finetunes", "minimal")
+    assert {k: v for k, v in cols.items() if k not in ("Name", "Age")} == {
+        "Phase": ("Succeeded", 0), "Model": ("tiny", 0), "Version": ("7", 0), "Alias": ("champion", 0),
+        "Run": (3, 1), "Reason": ("Promoted", 0)}
+    # kubectl shows the priority-1 column (Run) only with -o wide, as the demo's summary uses it
+    plain = control_plane.kubectl("get", "ft", "minimal", "-n", namespace).stdout.splitlines()
+    wide = control_plane.kubectl("get", "ft", "minimal", "-n", namespace, "-o", "wide").stdout.splitlines()
+    assert plain[1].split()[:6] == ["minimal", "Succeeded", "tiny", "7", "champion", "Promoted"]
+    assert wide[0].split()[:7] == ["NAME", "PHASE", "MODEL", "VERSION", "ALIAS", "RUN", "REASON"]
+    assert wide[1].split()[:7] == ["minimal", "Succeeded", "tiny", "7", "champion", "3", "Promoted"]
+
+
+def test_modeldeployment_printer_columns_show_the_status_the_operator_writes(control_plane, api_client, namespace):
+    from tuneloop.api.deployment import ModelDeploymentStatus
+
+    manifest = {"apiVersion": "tuneloop.io/v1alpha1", "kind": "ModelDeployment", "metadata": {"name": "inv"},
+                "spec": {"model": {"name": "invoices-extractor", "alias": "champion"}}}
+    control_plane.kubectl("apply", "--server-side", "-n", namespace, "-f", "-", input_text=json.dumps(manifest))
+    status = ModelDeploymentStatus.model_validate({
+        "phase": "Degraded", "observedGeneration": 1,
+        "conditions": [
+            {"type": "RollingOut", "status": "False", "reason": "CandidateUnhealthy", "message": "v5",
+             "lastTransitionTime": "2026-11-22T00:00:00Z"},
+            {"type": "Ready", "status": "True", "reason": "Serving", "message": "v4",
+             "lastTransitionTime": "2026-11-22T00:00:00Z"}],
+        "servedVersion": "4", "endpoint": "http://127.0.0.1:8000/ns/inv",
+        "lastMonitor": {"time": "2026-11-22T00:00:00Z", "samples": 120, "driftShare": 0.25},
+    }).to_k8s()
+    _write_status(control_plane, namespace, "mdep", "inv", status)
+    cols = _table(api_client, namespace, "modeldeployments", "inv")
+    assert {k: v for k, v in cols.items() if k not in ("Name", "Age")} == {
+        "Phase": ("Degraded", 0), "Model": ("invoices-extractor", 0), "Version": ("4", 0),
+        "Alias": ("champion", 0), "Endpoint": ("http://127.0.0.1:8000/ns/inv", 0), "Drift": (0.25, 1),
+        "Reason": ("Serving", 0)}
