@@ -38,6 +38,14 @@ CASES = {
                                   "beat champion"),
     "loss higher loses to champion": (gate(metric="loss", cand=0.6, base=0.9, champ=Champion("3", 0.5, H)), False,
                                       "vs champion v3"),
+    # continued pretraining: held-out perplexity, lower is better
+    "perplexity lower wins over base": (gate(metric="perplexity", cand=12.0, base=30.0), True, "baseline 30 by 18"),
+    "perplexity higher loses to base": (gate(metric="perplexity", cand=31.0, base=30.0), False, "missed by"),
+    "perplexity lower beats champion": (gate(metric="perplexity", cand=11.0, base=30.0, champ=Champion("3", 12.0, H)),
+                                        True, "beat champion v3 12 by 1"),
+    # DPO: preference accuracy, higher is better; the base (its own reference) scores 0.5
+    "preference accuracy over chance": (gate(metric="preference_accuracy", cand=0.8, base=0.5), True, "by 0.3"),
+    "preference accuracy at chance": (gate(metric="preference_accuracy", cand=0.5, base=0.5), False, "missed by"),
 }
 
 

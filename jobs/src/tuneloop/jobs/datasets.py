@@ -186,6 +186,8 @@ def to_example(row: Row, spec: DatasetSpec) -> Example:
         system = _string_field(data, f.system, optional=True) if spec.format == "instruction" and f.system else None
         return Example(prompt=_string_field(data, f.prompt) or "", completion=_string_field(data, f.completion) or "",
                        system=system, origin=row.where)
+    if spec.format == "text":  # continued pretraining: one document, no prompt
+        return Example(prompt="", completion=_string_field(data, f.text) or "", origin=row.where)
     if spec.format == "preference":
         return Example(prompt=_string_field(data, f.prompt) or "", completion=_string_field(data, f.chosen) or "",
                        rejected=_string_field(data, f.rejected) or "", origin=row.where)

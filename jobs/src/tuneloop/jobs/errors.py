@@ -17,7 +17,7 @@ class ExitCode(enum.IntEnum):
     INTERNAL = 1  # a bug or an unexpected exception; the traceback is in the log
     USAGE = 2  # argparse: unknown or missing command-line arguments
     CONFIG_INVALID = 10  # the spec does not parse or is inconsistent
-    METHOD_NOT_IMPLEMENTED = 11  # method dpo
+    METHOD_NOT_IMPLEMENTED = 11  # no method now; the number stays reserved for the controller's table
     RESOURCES_UNAVAILABLE = 12  # e.g. qlora without a GPU or without bitsandbytes
     DATA_NOT_FOUND = 20  # dataset URI points at nothing
     DATA_EMPTY = 21  # the file (or folder) holds no rows

@@ -3,6 +3,13 @@ from `jobs.metrics`, the one implementation the monitors share; answer-token los
 generation, and the two candidates scored the same way — the fine-tuned model, and the prompt baseline
 (the base model with k few-shot examples from the training split in front of each question).
 
+Per data kind: format text (continued pretraining) has no answers, so it is scored by the loss and
+perplexity over every token of the held-out documents packed as in training, for the tuned model and for
+the base as it is (the baseline: no shots). Preference pairs (method dpo) add preference_accuracy and
+reward_margin from the DPO implicit reward, beta * (log pi - log ref), with the base (adapter disabled) as
+the reference; the base is its own reference, so its reward is 0 for every answer and it scores 0.5 and
+0.0 — chance — which the tuned adapter must beat. The usual answer metrics score the chosen answer.
+
 `evaluate_run` loads the models and runs where the job puts it (a Ray task with the workers' device kind).
 """
 
@@ -15,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tuneloop.jobs import datasets, metrics, modeling, prompts
+from tuneloop.jobs import datasets, metrics, modeling, objectives, prompts
 
 
 def generate(model: Any, tokenizer: Any, prompt_texts: Sequence[str], max_new_tokens: int, device: Any,
@@ -74,6 +81,8 @@ class EvalRequest:
     baseline_shots: int
     max_seq_length: int
     predictions_path: str
+    dataset_format: str = "instruction"
+    dpo_beta: float = objectives.DEFAULT_DPO_BETA
 
 
 @dataclass
@@ -85,14 +94,83 @@ class EvalOutcome:
 
 def _score_model(model: Any, tokenizer: Any, prompt_texts: list[str], references: list[str], request: EvalRequest,
                  device: Any) -> tuple[dict[str, float], list[str]]:
-    predictions = generate(model, tokenizer, prompt_texts, request.max_new_tokens, device)
-    scores = metrics.score(predictions, references, request.metrics)
-    if "loss" in request.metrics:
+    predictions: list[str] = []
+    scores: dict[str, float] = {}
+    if set(request.metrics) & set(metrics.TEXT_METRICS):
+        predictions = generate(model, tokenizer, prompt_texts, request.max_new_tokens, device)
+        scores = metrics.score(predictions, references, request.metrics)
+    if "loss" in request.metrics or "perplexity" in request.metrics:
         # Few-shot prompts are long; truncating them would cut the answer, so give the loss room.
         longest = max(len(tokenizer(t)["input_ids"]) for t in prompt_texts)
-        scores["loss"] = answer_loss(model, tokenizer, prompt_texts, references, device,
-                                     max(request.max_seq_length, longest + request.max_new_tokens + 1))
+        loss = answer_loss(model, tokenizer, prompt_texts, references, device,
+                           max(request.max_seq_length, longest + request.max_new_tokens + 1))
+        if "loss" in request.metrics:
+            scores["loss"] = loss
+        if "perplexity" in request.metrics:
+            scores["perplexity"] = math.exp(loss) if loss < 700 else math.inf
     return scores, predictions
+
+
+def text_loss(model: Any, blocks: Sequence[Sequence[int]], device: Any) -> tuple[float, int]:
+    """(summed loss, tokens scored) over every token of packed blocks, each predicted from the ones before."""
+    import torch
+
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for block in blocks:
+            if len(block) < 2:
+                continue
+            ids = torch.tensor([list(block)], device=device)
+            logits = model(input_ids=ids).logits[:, :-1, :].float()
+            total += float(torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)),
+                                                             ids[:, 1:].reshape(-1), reduction="sum"))
+            count += len(block) - 1
+    return total, count
+
+
+def _text_scores(model: Any, blocks: Sequence[Sequence[int]], wanted: Sequence[str], device: Any) -> dict[str, float]:
+    total, count = text_loss(model, blocks, device)
+    out = {"loss": total / count if count else math.nan, "perplexity": objectives.perplexity(total, count)}
+    return {k: v for k, v in out.items() if k in wanted}
+
+
+def evaluate_text(request: EvalRequest, held_out: list[datasets.Example], tokenizer: Any,
+                  device: Any) -> EvalOutcome:
+    """Continued pretraining: held-out documents packed into maxSeqLength blocks, as in training."""
+    documents = [list(tokenizer(e.completion, add_special_tokens=False)["input_ids"]) for e in held_out]
+    blocks = objectives.pack(documents, request.max_seq_length, int(tokenizer.eos_token_id))
+    model = modeling.load_for_inference(request.base_model_dir, request.trained_dir, request.method, device)
+    tuned = _text_scores(model, blocks, request.metrics, device)
+    del model
+    baseline: dict[str, float] = {}
+    if request.baseline_enabled:
+        base = modeling.load_for_inference(request.base_model_dir, None, request.method, device)
+        baseline = _text_scores(base, blocks, request.metrics, device)
+    return EvalOutcome(metrics=tuned, baseline_metrics=baseline, examples=len(held_out))
+
+
+def preference_margins(model: Any, tokenizer: Any, held_out: Sequence[datasets.Example], beta: float,
+                       max_length: int, device: Any) -> list[float]:
+    """Per pair, the implicit reward of chosen minus that of rejected, beta * ((pc - rc) - (pr - rr)), the
+    reference being `model` with its adapter disabled (the frozen base)."""
+    import torch
+
+    margins: list[float] = []
+    with torch.no_grad():
+        for e in held_out:
+            prompt = prompts.render_prompt(e.prompt, e.system)
+            logps = []
+            for answer in (e.completion, e.rejected or ""):
+                ids, labels = prompts.encode(tokenizer, prompt, prompts.render_target(answer), max_length)
+                ids_t, labels_t = torch.tensor([ids], device=device), torch.tensor([labels], device=device)
+                policy = objectives.sequence_logps(model(input_ids=ids_t).logits, labels_t)
+                with model.disable_adapter():
+                    reference = objectives.sequence_logps(model(input_ids=ids_t).logits, labels_t)
+                logps.append((policy, reference))
+            (pc, rc), (pr, rr) = logps
+            _, chosen_reward, rejected_reward = objectives.dpo_loss(pc, pr, rc, rr, beta)
+            margins.append(float(chosen_reward - rejected_reward))
+    return margins
 
 
 def evaluate_run(request: EvalRequest) -> EvalOutcome:
@@ -105,10 +183,16 @@ def evaluate_run(request: EvalRequest) -> EvalOutcome:
         held_out = held_out[: request.max_examples]
     references = [e.completion for e in held_out]
     tokenizer = modeling.load_tokenizer(request.base_model_dir)
+    if request.dataset_format == "text":
+        return evaluate_text(request, held_out, tokenizer, device)
 
     model = modeling.load_for_inference(request.base_model_dir, request.trained_dir, request.method, device)
     tuned_prompts = [prompts.render_prompt(e.prompt, e.system) for e in held_out]
     tuned, predictions = _score_model(model, tokenizer, tuned_prompts, references, request, device)
+    preference = request.dataset_format == "preference"
+    if preference:
+        margins = preference_margins(model, tokenizer, held_out, request.dpo_beta, request.max_seq_length, device)
+        tuned |= {k: v for k, v in objectives.preference_scores(margins).items() if k in request.metrics}
     del model
 
     baseline: dict[str, float] = {}
@@ -120,12 +204,17 @@ def evaluate_run(request: EvalRequest) -> EvalOutcome:
         base = modeling.load_for_inference(request.base_model_dir, None, request.method, device)
         few_shot = [prompts.render_few_shot(e.prompt, shots, e.system) for e in held_out]
         baseline, baseline_predictions = _score_model(base, tokenizer, few_shot, references, request, device)
+        if preference:  # the base is its own reference: reward 0 for every answer (see the module doc)
+            zero = objectives.preference_scores([0.0] * len(held_out))
+            baseline |= {k: v for k, v in zero.items() if k in request.metrics}
 
     out = Path(request.predictions_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w", encoding="utf-8") as f:
         for i, e in enumerate(held_out):
-            row = {"prompt": e.prompt, "reference": e.completion, "prediction": predictions[i]}
+            row = {"prompt": e.prompt, "reference": e.completion}
+            if predictions:
+                row["prediction"] = predictions[i]
             if baseline_predictions:
                 row["baseline_prediction"] = baseline_predictions[i]
             f.write(json.dumps(row, ensure_ascii=False) + "\n")

@@ -107,7 +107,7 @@ def load_tokenizer(model_dir: str | Path) -> Any:
 
 
 def load_trainable(options: ModelOptions, device: Any) -> Any:
-    """The model to train on `device`: base plus adapters (lora, qlora) or the whole model (full)."""
+    """The model to train on `device`: base plus adapters (lora, qlora, dpo) or the whole model (full)."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -117,7 +117,7 @@ def load_trainable(options: ModelOptions, device: Any) -> Any:
         return _load_qlora(options, device)
     dtype = compute_dtype(options.precision, on_cuda)
     # A frozen base can live in the compute dtype; fully trained weights stay fp32 (autocast does the rest).
-    load_dtype = dtype if options.method == "lora" and dtype != torch.float16 else torch.float32
+    load_dtype = dtype if options.method in ("lora", "dpo") and dtype != torch.float16 else torch.float32
     model = AutoModelForCausalLM.from_pretrained(options.model_dir, dtype=load_dtype)
     if options.method == "full":
         n_params = sum(p.numel() for p in model.parameters())

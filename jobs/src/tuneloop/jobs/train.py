@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from tuneloop.api import constants
-from tuneloop.api.finetune import FineTuneSpec
+from tuneloop.api.finetune import PREFERENCE_METRICS, TEXT_METRICS, FineTuneSpec
 from tuneloop.api.results import JobResult
 from tuneloop.jobs import datasets
 from tuneloop.jobs.errors import ExitCode, JobError
@@ -81,12 +81,26 @@ def load_spec(text: str) -> FineTuneSpec:
 
 def check_spec(spec: FineTuneSpec) -> None:
     """Rules the job enforces before touching data (the CRD's CEL rules repeated for direct use)."""
-    if spec.method == "dpo":
-        raise JobError(ExitCode.METHOD_NOT_IMPLEMENTED,
-                       "spec.method dpo is not implemented yet in this job; use lora, qlora or full")
-    if spec.dataset.format == "preference":
+    fmt, metrics = spec.dataset.format, spec.evaluation.metrics
+    if spec.method == "dpo" and fmt != "preference":
+        raise JobError(ExitCode.CONFIG_INVALID,
+                       f"spec.method dpo trains on preference pairs, but spec.dataset.format is {fmt!r}: set it to "
+                       "preference (fields prompt, chosen, rejected)")
+    if fmt == "preference" and spec.method != "dpo":
         raise JobError(ExitCode.CONFIG_INVALID,
                        "spec.dataset.format preference is only used by method dpo; use instruction, chat or completion")
+    if fmt == "text" and spec.method not in ("lora", "full"):
+        raise JobError(ExitCode.CONFIG_INVALID,
+                       f"spec.dataset.format text (continued pretraining) trains with method lora or full, not "
+                       f"{spec.method!r}")
+    if fmt == "text" and not set(metrics) <= set(TEXT_METRICS):
+        raise JobError(ExitCode.CONFIG_INVALID,
+                       f"spec.dataset.format text has no answers to generate and compare, but spec.evaluation.metrics "
+                       f"is {metrics}: set it to [perplexity, loss] and spec.evaluation.promotion.metric to perplexity")
+    if spec.method != "dpo" and set(metrics) & set(PREFERENCE_METRICS):
+        raise JobError(ExitCode.CONFIG_INVALID,
+                       f"spec.evaluation.metrics {metrics}: preference_accuracy and reward_margin score preference "
+                       "pairs and need method dpo")
     if spec.method == "qlora" and spec.resources.gpus < 1:
         raise JobError(ExitCode.RESOURCES_UNAVAILABLE,
                        "spec.method qlora loads the base model in 4-bit through bitsandbytes, which needs a CUDA "
@@ -163,7 +177,8 @@ def run(args: argparse.Namespace, result: JobResult, started: float, progress: P
             learning_rate=t.learning_rate, batch_size=t.batch_size,
             gradient_accumulation_steps=t.gradient_accumulation_steps, max_seq_length=t.max_seq_length,
             warmup_ratio=t.warmup_ratio, weight_decay=t.weight_decay, seed=t.seed,
-            tracking_uri=tracker.tracking_uri, run_id=result.run_id)
+            tracking_uri=tracker.tracking_uri, run_id=result.run_id, dataset_format=spec.dataset.format,
+            dpo_beta=spec.dpo.beta)
         training.init_ray()
         train_started = time.monotonic()
         outcome = training.fit(loop, spec.resources.workers, spec.resources.gpus, storage / "ray")
@@ -187,7 +202,8 @@ def run(args: argparse.Namespace, result: JobResult, started: float, progress: P
             metrics=tuple(spec.evaluation.metrics), max_new_tokens=spec.evaluation.max_new_tokens,
             max_examples=spec.evaluation.max_examples, baseline_enabled=spec.evaluation.baseline.enabled,
             baseline_shots=spec.evaluation.baseline.shots, max_seq_length=t.max_seq_length,
-            predictions_path=str(storage / "evaluation" / "predictions.jsonl"))
+            predictions_path=str(storage / "evaluation" / "predictions.jsonl"),
+            dataset_format=spec.dataset.format, dpo_beta=spec.dpo.beta)
         evaluation = evaluating.evaluate_on_ray(request, spec.resources.gpus)
         result.metrics, result.baseline_metrics = evaluation.metrics, evaluation.baseline_metrics
         _log(f"held-out ({evaluation.examples}): model {evaluation.metrics}, baseline {evaluation.baseline_metrics}")

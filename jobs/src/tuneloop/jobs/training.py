@@ -1,6 +1,10 @@
 """Distributed training on Ray Train: a `TorchTrainer` whose workers (DDP ranks) run
 `train_loop_per_worker` over the prepared training split, with gradient accumulation, bf16 autocast on
 GPUs that support it, a warmup-then-linear learning-rate schedule, and a checkpoint per epoch.
+What a step minimises depends on the data (`jobs.objectives`): the answer-token loss for instruction,
+chat and completion data; the loss over every token of packed `maxSeqLength` blocks for format text
+(continued pretraining); the DPO loss for preference pairs (method dpo), whose reference log-probs come
+from the same model with its adapter disabled — computed once per pair and kept, since the base is frozen.
 
 Resuming: the trainer's RunConfig name and storage path are fixed per run storage folder, so when a
 killed job starts again Ray Train V2 finds its checkpoint snapshot there and `ray.train.get_checkpoint()`
@@ -28,7 +32,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from tuneloop.jobs import datasets, modeling, prompts
+from tuneloop.jobs import datasets, modeling, objectives, prompts
 from tuneloop.jobs.errors import ExitCode, JobError
 
 RUN_NAME = "train"  # fixed: the storage folder is per run, and resume looks for this name in it
@@ -55,6 +59,8 @@ class LoopConfig:
     # The MLflow run rank 0 logs per-epoch metrics to as they happen (None: only after fit()).
     tracking_uri: str | None = None
     run_id: str | None = None
+    dataset_format: str = "instruction"  # text: packed blocks, every token; preference: DPO pairs
+    dpo_beta: float = objectives.DEFAULT_DPO_BETA
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -79,6 +85,22 @@ class TrainOutcome:
 def _encode_all(tokenizer: Any, examples: list[datasets.Example], max_len: int) -> list[tuple[list[int], list[int]]]:
     return [prompts.encode(tokenizer, prompts.render_prompt(e.prompt, e.system), prompts.render_target(e.completion),
                            max_len) for e in examples]
+
+
+def encode_examples(tokenizer: Any, examples: list[datasets.Example], max_len: int, dataset_format: str) -> list[Any]:
+    """What a step consumes: (ids, labels) per example; per packed block for format text (labels = ids:
+    every token is learned); ((chosen ids, labels), (rejected ids, labels)) per pair for preference data."""
+    if dataset_format == "text":
+        documents = [list(tokenizer(e.completion, add_special_tokens=False)["input_ids"]) for e in examples]
+        return [(block, block) for block in objectives.pack(documents, max_len, int(tokenizer.eos_token_id))]
+    if dataset_format == "preference":
+        out = []
+        for e in examples:
+            prompt = prompts.render_prompt(e.prompt, e.system)
+            out.append((prompts.encode(tokenizer, prompt, prompts.render_target(e.completion), max_len),
+                        prompts.encode(tokenizer, prompt, prompts.render_target(e.rejected or ""), max_len)))
+        return out
+    return _encode_all(tokenizer, examples, max_len)
 
 
 def collate(batch: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str, Any]:
@@ -140,6 +162,45 @@ def _loss_sum(model: Any, batch: dict[str, Any], autocast: Any) -> tuple[Any, in
     return loss, int((shift_labels != -100).sum().item())
 
 
+class PairScorer:
+    """The DPO loss of a batch of preference pairs. The reference is the same LoRA model with its adapter
+    disabled (the frozen base), so no second copy of the weights is loaded; its log-probs never change
+    and are computed once per pair (`cache`, keyed by the pair's index in its split)."""
+
+    def __init__(self, unwrapped: Any, pairs: list[Any], pad_id: int, device: Any, autocast: Any, beta: float):
+        self.unwrapped, self.pairs, self.pad_id, self.device = unwrapped, pairs, pad_id, device
+        self.autocast, self.beta = autocast, beta
+        self.cache: dict[int, tuple[float, float]] = {}
+
+    def _logps(self, model: Any, indices: list[int]) -> tuple[Any, Any, int]:
+        rows = [self.pairs[i][0] for i in indices] + [self.pairs[i][1] for i in indices]
+        batch = {k: v.to(self.device) for k, v in collate(rows, self.pad_id).items()}
+        with self.autocast():
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        logps = objectives.sequence_logps(logits, batch["labels"])
+        return logps[: len(indices)], logps[len(indices):], int(batch["attention_mask"].sum())
+
+    def reference(self, indices: list[int]) -> tuple[Any, Any]:
+        import torch
+
+        missing = [i for i in dict.fromkeys(indices) if i not in self.cache]
+        if missing:
+            with torch.no_grad(), self.unwrapped.disable_adapter():
+                chosen, rejected, _ = self._logps(self.unwrapped, missing)
+            for i, c, r in zip(missing, chosen.tolist(), rejected.tolist(), strict=True):
+                self.cache[i] = (c, r)
+        ref = torch.tensor([self.cache[i] for i in indices], dtype=torch.float32, device=self.device)
+        return ref[:, 0], ref[:, 1]
+
+    def loss(self, model: Any, indices: list[int]) -> tuple[Any, int, int, list[float]]:
+        """(sum of the pairs' losses, pairs, tokens seen, chosen-minus-rejected reward per pair)."""
+        ref_chosen, ref_rejected = self.reference(indices)
+        chosen, rejected, tokens = self._logps(model, indices)
+        losses, chosen_rewards, rejected_rewards = objectives.dpo_loss(chosen, rejected, ref_chosen, ref_rejected,
+                                                                       self.beta)
+        return losses.sum(), len(indices), tokens, (chosen_rewards - rejected_rewards).tolist()
+
+
 def train_loop_per_worker(config_dict: dict[str, Any]) -> None:
     """One DDP rank: restore from the latest checkpoint if there is one, then train epoch by epoch."""
     import ray.train
@@ -161,8 +222,11 @@ def train_loop_per_worker(config_dict: dict[str, Any]) -> None:
 
     tokenizer = modeling.load_tokenizer(cfg.model.model_dir)
     model = modeling.load_trainable(cfg.model, device)
-    train = _encode_all(tokenizer, datasets.read_prepared(Path(cfg.train_path)), cfg.max_seq_length)
-    held_out = _encode_all(tokenizer, datasets.read_prepared(Path(cfg.held_out_path)), cfg.max_seq_length)
+    train = encode_examples(tokenizer, datasets.read_prepared(Path(cfg.train_path)), cfg.max_seq_length,
+                            cfg.dataset_format)
+    held_out = encode_examples(tokenizer, datasets.read_prepared(Path(cfg.held_out_path)), cfg.max_seq_length,
+                               cfg.dataset_format)
+    dpo = cfg.dataset_format == "preference"
 
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
@@ -191,6 +255,17 @@ def train_loop_per_worker(config_dict: dict[str, Any]) -> None:
 
     ddp_model = ray.train.torch.prepare_model(model, move_to_device=False)
     unwrapped = ddp_model.module if hasattr(ddp_model, "module") else ddp_model
+    if dpo:
+        train_pairs = PairScorer(unwrapped, train, tokenizer.pad_token_id, device, autocast, cfg.dpo_beta)
+        held_out_pairs = PairScorer(unwrapped, held_out, tokenizer.pad_token_id, device, autocast, cfg.dpo_beta)
+
+    def step_loss(model: Any, items: list[Any], indices: list[int], scorer: Any) -> tuple[Any, int, int, list[float]]:
+        """(loss sum, units it is averaged over — tokens, or pairs for DPO —, input tokens, reward margins)."""
+        if dpo:
+            return scorer.loss(model, indices)
+        batch = {k: v.to(device) for k, v in collate([items[i] for i in indices], tokenizer.pad_token_id).items()}
+        total, n = _loss_sum(model, batch, autocast)
+        return total, n, int(batch["attention_mask"].sum()), []
 
     for epoch in range(start_epoch, cfg.epochs):
         ddp_model.train()
@@ -199,12 +274,11 @@ def train_loop_per_worker(config_dict: dict[str, Any]) -> None:
         loss_total, target_tokens, input_tokens = 0.0, 0, 0
         started = time.perf_counter()
         for step, batch_idx in enumerate(batches):
-            batch = {k: v.to(device) for k, v in collate([train[i] for i in batch_idx], tokenizer.pad_token_id).items()}
             last_micro = (step + 1) % cfg.gradient_accumulation_steps == 0 or step == len(batches) - 1
             no_sync: Any = getattr(ddp_model, "no_sync", None)  # DDP only (world size > 1)
             sync = contextlib.nullcontext() if last_micro or no_sync is None else no_sync()
             with sync:
-                loss_sum, n = _loss_sum(ddp_model, batch, autocast)
+                loss_sum, n, seen, _ = step_loss(ddp_model, train, batch_idx, train_pairs if dpo else None)
                 loss = loss_sum / max(n, 1) / cfg.gradient_accumulation_steps
                 (scaler.scale(loss) if scaler else loss).backward()
             if last_micro:
@@ -217,22 +291,26 @@ def train_loop_per_worker(config_dict: dict[str, Any]) -> None:
                 optimizer.zero_grad(set_to_none=True)
             loss_total += float(loss_sum.detach())
             target_tokens += n
-            input_tokens += int(batch["attention_mask"].sum())
+            input_tokens += seen
         if on_cuda:
             torch.cuda.synchronize()
         loop_seconds = time.perf_counter() - started
 
-        eval_loss_total, eval_tokens = 0.0, 0
+        eval_loss_total, eval_tokens, margins = 0.0, 0, []
         ddp_model.eval()
         with torch.no_grad():
-            mine = held_out[rank::world]
+            mine = list(range(rank, len(held_out), world))
             for i in range(0, len(mine), cfg.batch_size):
-                chunk = collate(mine[i: i + cfg.batch_size], tokenizer.pad_token_id)
-                batch = {k: v.to(device) for k, v in chunk.items()}
-                s, n = _loss_sum(unwrapped, batch, autocast)
+                s, n, _, m = step_loss(unwrapped, held_out, mine[i: i + cfg.batch_size],
+                                       held_out_pairs if dpo else None)
                 eval_loss_total += float(s)
                 eval_tokens += n
-        sums = _sum_across_ranks([loss_total, target_tokens, input_tokens, eval_loss_total, eval_tokens], device)
+                margins += m
+        scores = objectives.preference_scores(margins) if margins else {"preference_accuracy": 0.0,
+                                                                         "reward_margin": 0.0}
+        sums = _sum_across_ranks([loss_total, target_tokens, input_tokens, eval_loss_total, eval_tokens,
+                                  scores["preference_accuracy"] * len(margins), scores["reward_margin"] * len(margins),
+                                  len(margins)], device)
         slowest = _max_across_ranks(loop_seconds, device)
         peak_rss_mb = _max_across_ranks(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, device)
         metrics = {
@@ -245,6 +323,9 @@ def train_loop_per_worker(config_dict: dict[str, Any]) -> None:
             "learning_rate": float(scheduler.get_last_lr()[0]),
             "worker_peak_rss_mb": peak_rss_mb,
         }
+        if dpo:
+            metrics["eval_preference_accuracy"] = sums[5] / max(sums[7], 1)
+            metrics["eval_reward_margin"] = sums[6] / max(sums[7], 1)
         history = [*history, metrics]
         if rank == 0:
             _log_epoch_live(cfg, epoch + 1, metrics)

@@ -20,8 +20,8 @@ from tuneloop.api.common import ComputeResources, SecretKeyRef, WaitStatus
 from tuneloop.api.conditions import Condition
 
 Method = Literal["lora", "qlora", "full", "dpo"]
-DatasetFormat = Literal["instruction", "chat", "completion", "preference"]
-Metric = Literal["exact_match", "json_valid", "field_f1", "loss"]
+DatasetFormat = Literal["instruction", "chat", "completion", "preference", "text"]
+Metric = Literal["exact_match", "json_valid", "field_f1", "loss", "perplexity", "preference_accuracy", "reward_margin"]
 Precision = Literal["auto", "bf16", "fp16", "fp32"]
 LaunchMode = Literal["RayJob", "ExistingCluster"]
 Phase = Literal["Pending", "Launching", "Running", "Registering", "Succeeded", "Failed", "Suspended"]
@@ -30,7 +30,11 @@ DEFAULT_METRICS: tuple[Metric, ...] = ("exact_match", "json_valid", "field_f1", 
 MODEL_URI_PATTERN = r"^(hf|s3|pvc|file)://\S+$"
 DATASET_URI_PATTERN = r"^(s3|pvc|file)://\S+$"
 # Lower is better for these metrics; higher for every other one.
-LOWER_IS_BETTER: frozenset[str] = frozenset({"loss"})
+LOWER_IS_BETTER: frozenset[str] = frozenset({"loss", "perplexity"})
+# Scored from held-out preference pairs: only method dpo has them.
+PREFERENCE_METRICS: tuple[Metric, ...] = ("preference_accuracy", "reward_margin")
+# Raw documents have no answer to generate and compare: only these score format text.
+TEXT_METRICS: tuple[Metric, ...] = ("perplexity", "loss")
 
 
 def _cel(rule: str, message: str, field_path: str | None = None, reason: str = "FieldValueInvalid") -> dict:
@@ -80,6 +84,7 @@ class FieldMapping(ApiModel):
     messages: str = Field(default="messages", min_length=1, description="List of {role, content} (chat).")
     chosen: str = Field(default="chosen", min_length=1, description="Preferred answer (preference/dpo).")
     rejected: str = Field(default="rejected", min_length=1, description="Dispreferred answer (preference/dpo).")
+    text: str = Field(default="text", min_length=1, description="Document field (text: continued pretraining).")
 
 
 class DatasetSpec(ApiModel):
@@ -90,7 +95,10 @@ class DatasetSpec(ApiModel):
         description="JSONL or Parquet file or folder: file:///abs/path, pvc://claim/path or s3://bucket/key.",
     )
     format: DatasetFormat = Field(
-        default="instruction", description="Record shape: instruction, chat, completion or preference."
+        default="instruction",
+        description="Record shape: instruction, chat, completion, preference (prompt, chosen, rejected: method dpo) "
+        "or text (one document per record: continued pretraining, causal LM loss over every token, packed into "
+        "maxSeqLength blocks).",
     )
     fields: FieldMapping = Field(default_factory=FieldMapping, description="Record field names for the format.")
     eval_fraction: float = Field(
@@ -122,6 +130,16 @@ class TrainingSpec(ApiModel):
     weight_decay: float = Field(default=0.0, ge=0, le=1, description="AdamW weight decay.")
     seed: int = Field(default=42, ge=0, description="Random seed for initialisation and shuffling.")
     precision: Precision = Field(default="auto", description="auto picks bf16 on GPUs that support it, else fp32.")
+
+
+class DpoSpec(ApiModel):
+    """Direct Preference Optimization (method dpo): the LoRA policy against the frozen base as reference."""
+
+    beta: float = Field(
+        default=0.1, gt=0, le=10,
+        description="Strength of the pull towards the reference (the base with the adapter disabled): the DPO "
+        "loss is -log sigmoid(beta * ((log pi(chosen) - log ref(chosen)) - (log pi(rejected) - log ref(rejected)))).",
+    )
 
 
 class TrainingResources(ComputeResources):
@@ -198,7 +216,10 @@ class EvaluationSpec(ApiModel):
         default_factory=lambda: list(DEFAULT_METRICS),
         min_length=1,
         max_length=8,
-        description="Metrics to compute: exact_match, json_valid, field_f1 (JSON outputs), loss.",
+        description="Metrics to compute: exact_match, json_valid, field_f1 (JSON outputs), loss (answer tokens), "
+        "perplexity (exp of loss; every token for format text, lower is better), preference_accuracy and "
+        "reward_margin (method dpo: the share of held-out pairs whose implicit reward prefers chosen, ties "
+        "half, and the mean chosen-minus-rejected reward).",
     )
     max_new_tokens: int = Field(default=64, ge=1, le=8192, description="Generation budget per held-out example.")
     max_examples: int | None = Field(default=None, ge=1, description="Score at most this many held-out examples.")
@@ -227,8 +248,13 @@ class FineTuneSpec(ApiModel):
     """Desired fine-tuning: data, base model, method, compute, evaluation and registry."""
 
     base_model: BaseModelRef = Field(description="The pretrained model to fine-tune.")
-    method: Method = Field(default="lora", description="lora, qlora (4-bit base, needs GPUs), full, or dpo.")
+    method: Method = Field(
+        default="lora",
+        description="lora, qlora (4-bit base, needs GPUs), full, or dpo (a LoRA adapter trained with the DPO loss "
+        "on format preference).",
+    )
     lora: LoraSpec = Field(default_factory=LoraSpec, description="Adapter parameters (lora, qlora, dpo).")
+    dpo: DpoSpec = Field(default_factory=DpoSpec, description="DPO loss parameters (method dpo).")
     dataset: DatasetSpec = Field(description="Training data and its preparation.")
     training: TrainingSpec = Field(default_factory=TrainingSpec, description="Hyperparameters.")
     resources: TrainingResources = Field(default_factory=TrainingResources, description="Workers and compute.")
@@ -260,6 +286,29 @@ class FineTuneSpec(ApiModel):
                     "!has(self.dataset.format) || self.dataset.format != 'preference' || self.method == 'dpo'",
                     "dataset format preference is only used by method dpo",
                     ".method",
+                ),
+                _cel(
+                    "!has(self.dataset.format) || self.dataset.format != 'text' "
+                    "|| self.method == 'lora' || self.method == 'full'",
+                    "dataset format text (continued pretraining) trains with method lora or full",
+                    ".method",
+                ),
+                _cel(
+                    # Spelled out, not left to defaults: the defaults (exact_match, ...) cannot score text.
+                    "!has(self.dataset.format) || self.dataset.format != 'text' || (has(self.evaluation) "
+                    "&& has(self.evaluation.metrics) && self.evaluation.metrics.all(m, m in "
+                    + str(list(TEXT_METRICS)) + ") && has(self.evaluation.promotion) "
+                    "&& has(self.evaluation.promotion.metric) && self.evaluation.promotion.metric in "
+                    + str(list(TEXT_METRICS)) + ")",
+                    "dataset format text has no answers to generate and compare: set spec.evaluation.metrics to "
+                    "[perplexity, loss] and spec.evaluation.promotion.metric to perplexity",
+                    ".evaluation.metrics",
+                ),
+                _cel(
+                    "self.method == 'dpo' || !has(self.evaluation) || !has(self.evaluation.metrics) "
+                    "|| !self.evaluation.metrics.exists(m, m in " + str(list(PREFERENCE_METRICS)) + ")",
+                    "preference_accuracy and reward_margin score preference pairs: they need method dpo",
+                    ".evaluation.metrics",
                 ),
                 _cel(
                     "!has(self.evaluation) || !has(self.evaluation.promotion) "

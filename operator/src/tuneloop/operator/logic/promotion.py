@@ -4,7 +4,7 @@ A candidate is promoted only if it beats the prompt baseline by `minImprovement`
 current champion by `minImprovementOverChampion` on the same frozen held-out set. "Same set" is
 proven by the dataset hash the champion was registered with; a champion scored on other data cannot
 be compared, so the candidate stays challenger and the message says why. Zero minimums still mean
-strictly better. Metric direction comes from `finetune.LOWER_IS_BETTER` (loss: lower wins).
+strictly better. Metric direction comes from `finetune.LOWER_IS_BETTER` (loss, perplexity: lower wins).
 """
 
 from __future__ import annotations
