@@ -18,6 +18,7 @@ from tuneloop.api.common import ComputeResources, LocalObjectRef, WaitStatus
 from tuneloop.api.conditions import Condition
 
 Runtime = Literal["RayServe", "KServe"]
+Engine = Literal["Transformers", "VLLM"]
 ServeMode = Literal["ExistingCluster", "RayService"]
 # What the quality monitors compute, each with its range: the minimum must lie inside it.
 QualityMetric = Literal["exact_match", "field_f1", "json_valid"]
@@ -89,6 +90,25 @@ class CanarySpec(ApiModel):
     }
 
 
+class VllmSpec(ApiModel):
+    """The GPU engine: Ray Serve LLM (`ray.serve.llm`) on vLLM, one base model per replica and LoRA adapters
+    loaded per request from an object store (vLLM's dynamic LoRA loading reads only remote stores)."""
+
+    adapter_store_uri: str = Field(
+        pattern=r"^(s3|gs|abfss|azure)://\S+$",
+        description="Object-store prefix holding one folder per version, <model>--v<version>, with the adapter's "
+        "adapter_config.json and weights (vLLM loads them on first use).")
+    base_model_source: str | None = Field(
+        default=None, description="Base model for vLLM (a Hugging Face id, a local path, or an s3://, gs:// "
+        "prefix); defaults to the served version's recorded base model (hf:// stripped).")
+    max_adapters_per_replica: int = Field(default=16, ge=1, le=1024, description="Adapters kept per replica.")
+    max_lora_rank: int = Field(default=16, ge=1, le=512, description="Largest adapter rank vLLM reserves for.")
+    max_model_len: int | None = Field(default=None, ge=16, description="vLLM max_model_len (prompt + answer).")
+    gpu_memory_utilization: float | None = Field(default=None, gt=0, le=1,
+                                                 description="Share of each GPU vLLM may take.")
+    accelerator_type: str | None = Field(default=None, description="Ray accelerator type, e.g. A10G, L4, H100.")
+
+
 class ServingSpec(ApiModel):
     """How the version is served."""
 
@@ -112,6 +132,11 @@ class ServingSpec(ApiModel):
         description="Ray dashboard address (http://host:8265) for ExistingCluster; defaults to the operator "
         "setting TUNELOOP_SERVE_ADDRESS.",
     )
+    engine: Engine = Field(
+        default="Transformers", description="Transformers: tuneloop's CPU/GPU application (PEFT adapters per "
+        "version, multiplexed). VLLM: Ray Serve LLM on vLLM (GPU only; `vllm` settings; the `gpu` extra and an "
+        "image with vLLM); clients name the version as model <model>:<model>--v<version>.")
+    vllm: VllmSpec | None = Field(default=None, description="Settings of the VLLM engine.")
     canary: CanarySpec | None = Field(
         default=None, description="Move to a new version of the followed alias by canary analysis with automatic "
         "rollback (ExistingCluster only); unset: the new version takes all traffic once it answers a warm-up.")
@@ -125,7 +150,15 @@ class ServingSpec(ApiModel):
                     "figures from the application it deploys there)",
                     "fieldPath": ".canary",
                     "reason": "FieldValueInvalid",
-                }
+                },
+                {
+                    "rule": "!has(self.engine) || self.engine != 'VLLM' || (has(self.vllm) && has(self.resources) "
+                    "&& has(self.resources.gpus) && self.resources.gpus >= 1 && !has(self.canary))",
+                    "message": "spec.serving.engine VLLM needs spec.serving.vllm (its adapterStoreUri) and "
+                    "resources.gpus >= 1, and has no canary (the version is named in each request)",
+                    "fieldPath": ".engine",
+                    "reason": "FieldValueInvalid",
+                },
             ]
         }
     }

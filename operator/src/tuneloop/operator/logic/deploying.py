@@ -38,7 +38,7 @@ from tuneloop.api.deployment import (
     RolloutRecord,
     RolloutStatus,
 )
-from tuneloop.operator.logic import canary, rayservice, serveconfig, waiting
+from tuneloop.operator.logic import canary, rayservice, serveconfig, vllmconfig, waiting
 from tuneloop.operator.logic.plans import Event, VersionInfo
 
 HISTORY_LIMIT = 20
@@ -248,9 +248,13 @@ def _decide_serving(o: DeployObserved, p: DeployPolicy, st: ModelDeploymentStatu
         app = o.app if o.app is not None and o.app.status != "DELETING" else None
         deployed = app.deployed_app_config if app is not None else None
     try:
-        base = serveconfig.serving_base(lookup.version.tags, deployed)
-        config = serveconfig.build_app(o.namespace, o.name, o.spec, o.tracking_uri, serve_id,
-                                       serveconfig.kept_model_id(deployed, base), p.app, base, route)
+        if o.spec.serving.engine == "VLLM":  # adapters named per request: no default, no canary, no args to keep
+            recorded = serveconfig.version_base(lookup.version.tags)
+            config = vllmconfig.build_llm_app(o.namespace, o.name, o.spec, recorded.uri if recorded else None)
+        else:
+            base = serveconfig.serving_base(lookup.version.tags, deployed)
+            config = serveconfig.build_app(o.namespace, o.name, o.spec, o.tracking_uri, serve_id,
+                                           serveconfig.kept_model_id(deployed, base), p.app, base, route)
     except ValueError as e:  # the serving app's own argument check (serving.args), e.g. a model name it cannot route
         message = f"spec cannot be served: {e}"
         st.phase = "Failed"
@@ -311,7 +315,8 @@ def needs_warmup(o: DeployObserved) -> bool:
     or a RayService has nothing serving to protect), and only on the base the replicas hold (another
     base means new `args` and a restart: the live replicas would refuse the candidate's adapter)."""
     lookup, app = o.lookup, o.app
-    return (o.spec.serving.mode == "ExistingCluster" and lookup is not None and lookup.version is not None
+    return (o.spec.serving.mode == "ExistingCluster" and o.spec.serving.engine != "VLLM"
+            and lookup is not None and lookup.version is not None
             and app is not None and app.status == "RUNNING" and bool(o.status.served_version)
             and o.status.served_version != lookup.version.version and o.endpoint_base is not None
             and _canary_of(o, lookup.version.version) is None
@@ -357,7 +362,7 @@ def _canary(o: DeployObserved, p: DeployPolicy, st: ModelDeploymentStatus, versi
     cur = _canary_of(o, version)
     if cur is None:
         st.canary = None
-        if spec is None or stable is None or not needs_warmup(o):
+        if spec is None or stable is None or o.spec.serving.engine == "VLLM" or not needs_warmup(o):
             return version, None, ()  # no canary: a first deploy, a restart on another base, or none asked
         if o.warmup is None or o.warmup.model_id != wanted_id or not o.warmup.ok:
             return _candidate_unhealthy(o, st, version, wanted_id, p)
@@ -472,6 +477,8 @@ def _serving(o: DeployObserved, st: ModelDeploymentStatus, version: str, app: Se
         events = (Event("Normal", c.REASON_ROLLOUT_COMPLETE, f"serving version {version}{was} at {endpoint}"
                         f"{' ' + how if how else ''}"),)
     message = f"version {version} RUNNING at {endpoint}"
+    if o.spec.serving.engine == "VLLM":
+        message += f" (request model {vllmconfig.request_model(o.spec.model.name, version)})"
     st.conditions = c.set_condition(st.conditions, c.READY, "True", c.REASON_SERVING, message, o.now, o.generation)
     st.conditions = c.set_condition(st.conditions, c.ROLLING_OUT, "False", c.REASON_ROLLOUT_COMPLETE,
                                     f"version {version} serving", o.now, o.generation)
