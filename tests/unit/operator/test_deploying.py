@@ -374,3 +374,15 @@ def test_rayservice_alias_move_keeps_args_and_the_cluster() -> None:
     (before,), (after,) = (json.loads(m["spec"]["serveConfigV2"])["applications"] for m in (old, new))
     assert after["args"] == before["args"] and after["args"]["default_model_id"] == "inv/1"
     assert {d["name"]: d for d in after["deployments"]}["Ingress"]["user_config"] == {"default_model_id": "inv/2"}
+
+
+def test_the_endpoint_names_the_proxy_as_clients_reach_it() -> None:
+    o = replace(observed(found("2"), app("RUNNING"), status(rollout="2")),
+                public_endpoint_base="https://llm.example.com/")
+    plan = deploying.decide_deployment(o, POLICY)
+    assert plan.status.endpoint == "https://llm.example.com/ns/md"
+    ready = c.get_condition(plan.status.conditions, c.READY)
+    assert ready is not None and "https://llm.example.com/ns/md" in ready.message
+    # without one, the address the operator reaches the proxy at
+    assert deploying.decide_deployment(replace(o, public_endpoint_base=None), POLICY).status.endpoint == \
+        "http://127.0.0.1:8000/ns/md"

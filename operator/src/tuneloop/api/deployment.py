@@ -132,6 +132,12 @@ class ServingSpec(ApiModel):
         description="Ray dashboard address (http://host:8265) for ExistingCluster; defaults to the operator "
         "setting TUNELOOP_SERVE_ADDRESS.",
     )
+    endpoint_base: str | None = Field(
+        default=None, pattern=r"^https?://\S+$",
+        description="Base URL clients reach the Serve proxy at (an Ingress, a load balancer), used in "
+        "status.endpoint; defaults to the operator setting TUNELOOP_SERVE_ENDPOINT_BASE, else the address the "
+        "operator reaches the proxy at.",
+    )
     engine: Engine = Field(
         default="Transformers", description="Transformers: tuneloop's CPU/GPU application (PEFT adapters per "
         "version, multiplexed). VLLM: Ray Serve LLM on vLLM (GPU only; `vllm` settings; the `gpu` extra and an "

@@ -107,6 +107,12 @@ class OperatorSettings(BaseModel):
         default=None, description="Root of inference logs when spec.serving.trafficLogUri is empty "
         "(default file://<storage root>/traffic)."
     )
+    serve_endpoint_base: str | None = Field(
+        default=None, pattern=r"^https?://\S+$",
+        description="Base URL clients reach the Serve proxy at (e.g. https://llm.example.com) when it differs from "
+        "the address the operator reaches it at; status.endpoint is this plus the route. spec.serving.endpointBase "
+        "overrides it; the operator's own warm-up and canary requests still go to the proxy it reaches.",
+    )
     serve_rollout_poll_seconds: float = Field(
         default=2.0, gt=0, le=600, description="How often a ModelDeployment rollout in progress is looked at."
     )

@@ -89,7 +89,8 @@ class DeploymentReconciler:
             return None  # (a lost race here is redone on the next change)
         o = DeployObserved(namespace=meta["namespace"], name=meta["name"], generation=meta.get("generation", 0),
                            spec=spec, status=status, now=self.clock(), address=self.address(spec),
-                           tracking_uri=self.tracking_uri(spec), uid=meta.get("uid", ""))
+                           tracking_uri=self.tracking_uri(spec), uid=meta.get("uid", ""),
+                           public_endpoint_base=spec.serving.endpoint_base or self.settings.serve_endpoint_base)
         try:
             o = await self.observe_model(o)  # kept when Ray then fails: ModelResolved stays true to MLflow
             o = await self.observe_serving(o)

@@ -103,7 +103,8 @@ class DeployObserved:
     tracking_uri: str | None  # MLflow (spec, else operator setting)
     lookup: ModelLookup | None = None  # None: not looked up (nothing to look up with)
     app: ServeApp | None = None  # None: Serve has no application of ours
-    endpoint_base: str | None = None  # http://host:port of the Serve proxy
+    endpoint_base: str | None = None  # http://host:port of the Serve proxy, as the operator reaches it
+    public_endpoint_base: str | None = None  # as clients reach it (spec, else operator setting), for status.endpoint
     uid: str = ""
     rayservice: dict[str, Any] | None = None  # RayService mode: our RayService as the apiserver has it
     warmup: Warmup | None = None  # the candidate's answer to one request, when `needs_warmup` asked for it
@@ -460,8 +461,8 @@ def _rolling(o: DeployObserved, st: ModelDeploymentStatus, version: str, what: s
 def _serving(o: DeployObserved, st: ModelDeploymentStatus, version: str, app: ServeApp, p: DeployPolicy
              ) -> DeployPlan:
     previous = st.served_version
-    endpoint = f"{o.endpoint_base.rstrip('/')}{serveconfig.route_prefix(o.namespace, o.name)}" if o.endpoint_base \
-        else st.endpoint
+    base = o.public_endpoint_base or o.endpoint_base
+    endpoint = f"{base.rstrip('/')}{serveconfig.route_prefix(o.namespace, o.name)}" if base else st.endpoint
     st.served_version, st.ready_replicas, st.endpoint, st.rollout = version, app.ready_replicas, endpoint, None
     st.phase = "Serving"
     events: tuple[Event, ...] = ()
