@@ -98,7 +98,14 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
     if ours.metrics_port:
         if ours.metrics_port not in _served_ports:  # one HTTP server per port per process
             metrics = Metrics.disabled()
-            metrics.serve(ours.metrics_port)
+            try:
+                metrics.serve(ours.metrics_port)
+            except OSError as e:
+                # Permanent: kopf would otherwise retry the whole start-up every 60 s, naming nothing.
+                message = (f"TUNELOOP_METRICS_PORT={ours.metrics_port}: cannot serve /metrics there "
+                           f"({type(e).__name__}: {e}); choose a free port, or 0 to disable metrics")
+                logger.error("invalid operator settings: %s", message)
+                raise kopf.PermanentError(f"invalid operator settings: {message}") from e
             _served_ports[ours.metrics_port] = metrics
         metrics = _served_ports[ours.metrics_port]
     else:
