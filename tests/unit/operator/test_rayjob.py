@@ -53,6 +53,30 @@ def test_gpu_rayjob() -> None:
     assert set(meta["labels"]) == {"app.kubernetes.io/managed-by", "tuneloop.io/finetune", "tuneloop.io/run"}
 
 
+def test_tracking_secret_reaches_the_pods_by_reference_only() -> None:
+    t = target(registry={"modelName": "m", "trackingUriSecretRef": {"name": "mlflow", "key": "uri"}})
+    rj = rayjob.build_rayjob(t, "http://operator-mlflow:5000", DEFAULTS)
+    spec = rj["spec"]
+    head = spec["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0]
+    worker = spec["rayClusterSpec"]["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]
+    expected = [{"name": "MLFLOW_TRACKING_URI", "valueFrom": {"secretKeyRef": {"name": "mlflow", "key": "uri"}}}] + [
+        {"name": k, "valueFrom": {"secretKeyRef": {"name": "mlflow", "key": k, "optional": True}}}
+        for k in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")]
+    assert head["env"] == expected and worker["env"] == expected
+    # The job reads the URI from its environment: the operator's own URI is not passed, nothing in clear.
+    assert "--tracking-uri" not in spec["entrypoint"] and "operator-mlflow" not in json.dumps(rj)
+    # A key named like a credential variable is not listed twice.
+    t2 = target(registry={"modelName": "m", "trackingUriSecretRef": {"name": "s", "key": "MLFLOW_TRACKING_TOKEN"}})
+    names = [e["name"] for e in rayjob.tracking_env(t2)]
+    assert names == ["MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"]
+
+
+def test_no_secret_ref_no_env() -> None:
+    rj = rayjob.build_rayjob(target(), "http://mlflow:5000", DEFAULTS)
+    head = rj["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0]
+    assert "env" not in head and "--tracking-uri http://mlflow:5000" in rj["spec"]["entrypoint"]
+
+
 def test_cpu_rayjob_defaults() -> None:
     rj = rayjob.build_rayjob(target(), "u", DEFAULTS)
     group = rj["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]

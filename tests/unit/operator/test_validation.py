@@ -20,6 +20,8 @@ def ctx(existing=("/models/tiny", "/data/x.jsonl"), default_uri=None, mode="auto
     return ValidationContext(default_uri, mode, lambda p: p in existing)
 
 
+SECRET_REGISTRY = {"modelName": "m", "trackingUriSecretRef": {"name": "mlflow", "key": "uri"}}
+
 CASES = {
     "valid": (spec(), ctx(), []),
     "dataset missing": (spec(), ctx(existing=("/models/tiny",)), [("spec.dataset.uri", "DataNotFound")]),
@@ -35,8 +37,14 @@ CASES = {
     "no tracking uri anywhere": (spec(registry={"modelName": "m"}), ctx(), [("spec.registry.trackingUri",
                                                                              "RegistryNotConfigured")]),
     "operator default tracking uri": (spec(registry={"modelName": "m"}), ctx(default_uri="http://m"), []),
-    "secret ref unsupported": (spec(registry={"modelName": "m", "trackingUriSecretRef": {"name": "s", "key": "k"}}),
-                               ctx(), [("spec.registry.trackingUriSecretRef", "InvalidSpec")]),
+    # trackingUriSecretRef: the job gets the Secret through its pods (RayJob); the operator registers with its own
+    "secret ref on a RayJob": (spec(registry=SECRET_REGISTRY, ray={"mode": "RayJob"}), ctx(default_uri="http://m"), []),
+    "secret ref and no operator uri": (spec(registry=SECRET_REGISTRY, ray={"mode": "RayJob"}), ctx(),
+                                       [("spec.registry.trackingUriSecretRef", "RegistryNotConfigured")]),
+    "secret ref on an existing cluster": (spec(registry=SECRET_REGISTRY), ctx(default_uri="http://m"),
+                                          [("spec.registry.trackingUriSecretRef", "InvalidSpec")]),
+    "secret ref and a uri": (spec(registry={**SECRET_REGISTRY, "trackingUri": "http://x"}, ray={"mode": "RayJob"}),
+                             ctx(default_uri="http://m"), [("spec.registry.trackingUriSecretRef", "InvalidSpec")]),
 }
 
 
@@ -52,3 +60,8 @@ def test_messages_name_the_path_and_say_what_happens_next() -> None:
     assert all("Checked again with backoff" in p.message for p in (base, data))
     [registry] = validate_spec(spec(registry={"modelName": "m"}), ctx())
     assert "TUNELOOP_MLFLOW_TRACKING_URI" in registry.message and "restart" in registry.message
+
+
+def test_a_secret_ref_on_an_existing_cluster_says_why_and_what_to_use() -> None:
+    [problem] = validate_spec(spec(registry=SECRET_REGISTRY), ctx(default_uri="http://m"))
+    assert "Ray dashboard" in problem.message and "RayJob" in problem.message

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,13 @@ from tuneloop.jobs.errors import ExitCode, JobError
 MODEL_NAME = "model"
 RUN_STATE_FILE = "mlflow_run.json"
 MAX_PARAM_CHARS = 500
+# user:password@ in a URL (a tracking URI from a Secret may carry them): never into a message or a log.
+_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/\s@]+@")
+
+
+def redact(text: str) -> str:
+    """`text` with the credentials of every URL in it replaced by ***."""
+    return _USERINFO.sub(r"\1***@", text)
 
 
 @contextlib.contextmanager
@@ -32,7 +40,8 @@ def _mlflow_errors(what: str) -> Iterator[None]:
     except JobError:
         raise
     except Exception as e:
-        raise JobError(ExitCode.TRACKING_FAILED, f"MLflow {what} failed: {type(e).__name__}: {e}") from e
+        # MLflow's own messages name the request URL, credentials included.
+        raise JobError(ExitCode.TRACKING_FAILED, redact(f"MLflow {what} failed: {type(e).__name__}: {e}")) from e
 
 
 def flatten(value: Any, prefix: str = "") -> dict[str, str]:

@@ -345,7 +345,9 @@ def _log_epoch_live(cfg: LoopConfig, epoch: int, metrics: dict[str, float]) -> N
         MlflowClient(cfg.tracking_uri).log_batch(cfg.run_id, metrics=[
             Metric(k, float(v), now, epoch) for k, v in metrics.items() if k != "epoch"])
     except Exception as e:
-        print(f"[tuneloop.train] live epoch metrics not logged: {type(e).__name__}: {e}", flush=True)
+        from tuneloop.jobs.tracking import redact
+
+        print(redact(f"[tuneloop.train] live epoch metrics not logged: {type(e).__name__}: {e}"), flush=True)
 
 
 def _report(rank: int, epoch: int, metrics: dict[str, float], history: list[dict[str, float]], resume: dict[str, Any],

@@ -237,7 +237,12 @@ class RegistrySpec(ApiModel):
         default=None, description="MLflow tracking URI; defaults to the operator's TUNELOOP_MLFLOW_TRACKING_URI."
     )
     tracking_uri_secret_ref: SecretKeyRef | None = Field(
-        default=None, description="Secret key holding the tracking URI (when it embeds credentials)."
+        default=None,
+        description="Secret (same namespace) whose key holds the MLflow tracking URI the job logs to (it may embed "
+        "credentials); its optional keys MLFLOW_TRACKING_USERNAME, MLFLOW_TRACKING_PASSWORD and MLFLOW_TRACKING_TOKEN "
+        "become the job's credentials. RayJob mode only: they reach the Ray pods as Secret-backed environment "
+        "variables, never in the RayJob in clear; the operator never reads the Secret and registers the version "
+        "with its own TUNELOOP_MLFLOW_TRACKING_URI, which must name the same server. Exclusive with trackingUri.",
     )
     experiment: str | None = Field(
         default=None, description="MLflow experiment; defaults to tuneloop/<namespace>/<name>."

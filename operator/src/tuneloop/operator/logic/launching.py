@@ -53,15 +53,16 @@ def job_tags(target: Target, operator_version: str) -> dict[str, str]:
 
 
 def build_entrypoint(
-    target: Target, paths: JobPaths, tracking_uri: str, python: str, operator_version: str
+    target: Target, paths: JobPaths, tracking_uri: str | None, python: str, operator_version: str
 ) -> str:
-    """The shell command Ray runs as the job's driver."""
+    """The shell command Ray runs as the job's driver. Without a tracking URI the job reads
+    MLFLOW_TRACKING_URI from its environment (a Secret-backed variable: see `rayjob.tracking_env`)."""
     argv = [
         python, "-m", "tuneloop.jobs.train",
         "--spec", paths.spec,
         "--result", paths.result,
         "--storage", paths.storage,
-        "--tracking-uri", tracking_uri,
+        *(["--tracking-uri", tracking_uri] if tracking_uri else []),
         "--experiment", naming.experiment_name(target.namespace, target.name, target.spec),
         "--run-name", naming.mlflow_run_name(target.name, target.run, target.attempt),
     ]

@@ -5,6 +5,11 @@ KubeRay's own retries would reuse one object and hide attempts from status; ours
 name, outcome and times in `status.attempts` and survive operator restarts. `activeDeadlineSeconds`
 is always set (kuberay #2314 leaves jobs running otherwise), and the RayCluster is shut down when
 the job finishes. Children carry our labels only and an ownerReference to the FineTune.
+
+`spec.registry.trackingUriSecretRef`: the job's MLflow URI and credentials come from the Secret as
+environment variables the kubelet fills (`valueFrom.secretKeyRef`) on the head, where the driver runs,
+and on the workers, which log live epoch metrics. Neither the value nor the URI is written into the
+RayJob, and the operator itself never reads the Secret (its ServiceAccount has no right to).
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ SPEC_KEY = "spec.json"
 SPEC_MOUNT = "/etc/tuneloop"
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
+# Optional keys of the tracking Secret, passed as the variables of the same name that MLflow reads.
+TRACKING_CREDENTIAL_KEYS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")
 
 
 @dataclass(frozen=True)
@@ -73,9 +80,24 @@ def _resources(cpu: Any, memory: Any, gpus: int = 0) -> dict[str, Any]:
     return {"requests": dict(amounts), "limits": dict(amounts)}
 
 
+def tracking_env(target: Target) -> list[dict[str, Any]]:
+    """MLFLOW_TRACKING_URI (the referenced key) and the optional credential keys of the tracking Secret,
+    as Secret-backed container variables; none without a trackingUriSecretRef."""
+    ref = target.spec.registry.tracking_uri_secret_ref
+    if ref is None:
+        return []
+    env: list[dict[str, Any]] = [{"name": "MLFLOW_TRACKING_URI",
+                                  "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}]
+    env += [{"name": key, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": key, "optional": True}}}
+            for key in TRACKING_CREDENTIAL_KEYS if key != ref.key]
+    return env
+
+
 def build_rayjob(target: Target, tracking_uri: str, defaults: RayJobDefaults) -> dict[str, Any]:
-    """The RayJob of one attempt."""
+    """The RayJob of one attempt. With a trackingUriSecretRef, `tracking_uri` (the operator's own) is not
+    given to the job: it reads the Secret's."""
     spec = target.spec
+    env = tracking_env(target)
     res = spec.resources
     image = spec.ray.image or defaults.image
     run_storage = naming.run_folder(defaults.pod_storage_root, target.namespace, target.name, target.uid, target.run)
@@ -94,6 +116,7 @@ def build_rayjob(target: Target, tracking_uri: str, defaults: RayJobDefaults) ->
             "image": image,
             "resources": _resources(defaults.head_cpu, defaults.head_memory),
             "volumeMounts": [{"name": "tuneloop-spec", "mountPath": SPEC_MOUNT, "readOnly": True}],
+            **({"env": env} if env else {}),
         }],
         "volumes": [spec_volume],
     }
@@ -101,7 +124,8 @@ def build_rayjob(target: Target, tracking_uri: str, defaults: RayJobDefaults) ->
     if res.gpu_type:
         node_selector[GPU_PRODUCT_LABEL] = res.gpu_type
     worker_pod: dict[str, Any] = {
-        "containers": [{"name": "ray-worker", "image": image, "resources": _resources(res.cpu, res.memory, res.gpus)}],
+        "containers": [{"name": "ray-worker", "image": image, "resources": _resources(res.cpu, res.memory, res.gpus),
+                        **({"env": env} if env else {})}],
     }
     if node_selector:
         worker_pod["nodeSelector"] = node_selector
@@ -119,7 +143,8 @@ def build_rayjob(target: Target, tracking_uri: str, defaults: RayJobDefaults) ->
         "template": {"spec": worker_pod},
     }
     body: dict[str, Any] = {
-        "entrypoint": build_entrypoint(target, paths, tracking_uri, defaults.python, defaults.operator_version),
+        "entrypoint": build_entrypoint(target, paths, None if env else tracking_uri, defaults.python,
+                                       defaults.operator_version),
         "jobId": naming.submission_id(target.uid, target.run, target.attempt),
         "submissionMode": "K8sJobMode",
         "shutdownAfterJobFinishes": True,

@@ -76,12 +76,9 @@ def validate_spec(spec: FineTuneSpec, ctx: ValidationContext) -> list[Problem]:
             "ExistingCluster mode submits to a running Ray cluster: set spec.ray.address to its job API, "
             "e.g. http://raycluster-head-svc:8265, or use mode RayJob",
         ))
-    if spec.registry.tracking_uri_secret_ref is not None:
-        problems.append(Problem(
-            "spec.registry.trackingUriSecretRef",
-            "reading the tracking URI from a Secret is not supported by this operator version; set "
-            "spec.registry.trackingUri or the operator's TUNELOOP_MLFLOW_TRACKING_URI",
-        ))
+    ref = spec.registry.tracking_uri_secret_ref
+    if ref is not None:
+        problems += _secret_ref_problems(spec, ctx)
     elif not spec.registry.tracking_uri and not ctx.default_tracking_uri:
         problems.append(Problem(
             "spec.registry.trackingUri",
@@ -90,3 +87,24 @@ def validate_spec(spec: FineTuneSpec, ctx: ValidationContext) -> list[Problem]:
             conditions.REASON_REGISTRY_NOT_CONFIGURED,
         ))
     return problems
+
+
+def _secret_ref_problems(spec: FineTuneSpec, ctx: ValidationContext) -> list[Problem]:
+    """The Secret reaches the job as Secret-backed variables of the RayJob's pods; the operator never reads
+    it (no Secret rights) and registers with its own MLflow settings, so those must exist."""
+    field = "spec.registry.trackingUriSecretRef"
+    if spec.registry.tracking_uri:
+        return [Problem(field, "set spec.registry.trackingUri or spec.registry.trackingUriSecretRef, not both: "
+                               "the job would log to the Secret's server and the operator look in the other")]
+    if spec.ray.mode == "ExistingCluster":
+        return [Problem(field, "the Secret's URI and credentials reach the job as Secret-backed environment "
+                               "variables of the RayJob's pods; in mode ExistingCluster they would travel in the "
+                               "Ray job's runtime_env, readable by anyone with the Ray dashboard: use spec.ray.mode "
+                               "RayJob, or spec.registry.trackingUri")]
+    if not ctx.default_tracking_uri:
+        return [Problem(field, "the job reads its MLflow URI and credentials from the Secret, but the operator, "
+                               "which never reads Secrets, registers the version with its own MLflow settings and "
+                               "has none: ask the administrator to set TUNELOOP_MLFLOW_TRACKING_URI (the same "
+                               "server) on the operator and restart it; the FineTune goes on then",
+                        conditions.REASON_REGISTRY_NOT_CONFIGURED)]
+    return []
