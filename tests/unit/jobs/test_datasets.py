@@ -140,3 +140,34 @@ def test_chat_and_system_fields(tmp_path: Path) -> None:
     example = (prepared.train + prepared.held_out)[0]
     assert example.system == "Be terse."
     assert example.prompt.startswith("user: q") and example.completion.startswith("a")
+
+
+def test_extra_data_is_a_new_dataset_version_and_the_original_examples_keep_their_side(tmp_path: Path) -> None:
+    original = spec_for(write(tmp_path / "data.jsonl", rows(60)))
+    before = datasets.prepare(original, tmp_path / "before")
+    extra = write(tmp_path / "feedback.jsonl", [*rows(20, start=1000), *rows(2)])  # 2 already in the dataset
+    after = datasets.prepare(original, tmp_path / "after", extra_uris=[f"file://{extra}"])
+    assert after.summary.added_rows == 22 and after.summary.total_rows == 82
+    assert after.summary.duplicates_removed == before.summary.duplicates_removed + 2
+    assert after.summary.hash != before.summary.hash
+    assert set(before.keys["held_out"]) <= set(after.keys["held_out"])
+    assert set(before.keys["train"]) <= set(after.keys["train"])
+    assert len(after.train) + len(after.held_out) == 80
+    assert before.summary.added_rows == 0
+
+
+def test_extra_data_is_read_with_the_default_field_names(tmp_path: Path) -> None:
+    renamed = [{"question": f"q{i}", "answer": f"a{i}"} for i in range(30)]
+    spec = spec_for(write(tmp_path / "data.jsonl", renamed), fields={"prompt": "question", "completion": "answer"})
+    extra = write(tmp_path / "feedback.jsonl", rows(10, start=500))
+    prepared = datasets.prepare(spec, tmp_path / "out", extra_uris=[f"file://{extra}"])
+    assert prepared.summary.added_rows == 10
+    assert any(e.prompt == "Invoice 500 from Acme" for e in prepared.train + prepared.held_out)
+
+
+def test_extra_data_for_a_format_it_cannot_extend_is_a_config_error(tmp_path: Path) -> None:
+    data = [{"prompt": f"p{i}", "chosen": "a", "rejected": "b"} for i in range(10)]
+    spec = spec_for(write(tmp_path / "pref.jsonl", data), format="preference")
+    with pytest.raises(JobError) as e:
+        datasets.prepare(spec, tmp_path / "out", extra_uris=[f"file://{write(tmp_path / 'f.jsonl', rows(3))}"])
+    assert e.value.code == ExitCode.CONFIG_INVALID and "--extra-data" in str(e.value)

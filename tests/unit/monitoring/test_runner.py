@@ -60,3 +60,36 @@ def test_unreadable_inputs_are_failures_that_say_which(tmp_path: Path) -> None:
     assert missing["error"] == runner.ERROR_REFERENCE and "absent.jsonl" in missing["message"]
     bad_log = {**request(tmp_path / "log", write_reference(tmp_path / "ref.jsonl")), "traffic_uri": "nope://x"}
     assert runner.run_check(bad_log)["error"] == runner.ERROR_TRAFFIC
+
+
+def test_a_windows_labelled_feedback_is_written_once_as_training_examples(tmp_path: Path) -> None:
+    log_window(tmp_path / "log", 120, traffic.DRIFTED_TEMPLATE)
+    rows = traffic.rows(120, seed=5, template=traffic.DRIFTED_TEMPLATE)
+    log = traffic_log.TrafficLogger(f"file://{tmp_path / 'log'}", "ns.md", batch_size=64,
+                                    flush_interval_seconds=3600, start=False)
+    for i in range(0, 60, 2):  # a person labelled every other one of the first 60 (one with an e-mail in it)
+        label = rows[i]["completion"] + (" mail ann@example.com" if i == 0 else "")
+        log.log(traffic_log.TrafficRecord(kind="feedback", request_id=f"r{i}", time=START + timedelta(seconds=200 + i),
+                                          label=label))
+    log.close()
+    folder = f"file://{tmp_path / 'feedback-sets'}"
+    ask = {**request(tmp_path / "log", write_reference(tmp_path / "ref.jsonl")), "feedback_uri": folder}
+    answer = runner.run_check(ask)
+    added = answer["feedback"]
+    assert added["labelled"] == 30 and added["examples"] == 30
+    path = Path(added["uri"].removeprefix("file://"))
+    assert path.parent == tmp_path / "feedback-sets" / "ns.md" and path.stem == added["hash"][:32]
+    written = [json.loads(line) for line in path.read_text().splitlines()]
+    assert len(written) == 30 and {"prompt", "completion"} == set(written[0])
+    assert not any("ann@example.com" in e["completion"] for e in written)  # scrubbed
+    again = runner.run_check(ask)  # the same window: the same file, not a second one
+    assert again["feedback"] == added and len(list(path.parent.iterdir())) == 1
+    json.dumps(answer)
+
+
+def test_no_labels_no_feedback_file(tmp_path: Path) -> None:
+    log_window(tmp_path / "log", 120, traffic.DRIFTED_TEMPLATE)
+    ask = {**request(tmp_path / "log", write_reference(tmp_path / "ref.jsonl")),
+           "feedback_uri": f"file://{tmp_path / 'feedback-sets'}"}
+    assert runner.run_check(ask)["feedback"] is None
+    assert not (tmp_path / "feedback-sets").exists()

@@ -27,6 +27,9 @@ T0 = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 INTERVAL = 60
 DRIFTED = mon.CheckAnswer(samples=200, drift_share=0.8, drifted_columns=("prompt_length",), quality=0.2)
 HEALTHY = mon.CheckAnswer(samples=200, drift_share=0.0, quality=0.9)
+FEEDBACK = {"uri": "file:///traffic/ns/feedback-sets/ns.md/abc.jsonl", "hash": "abc", "examples": 40, "labelled": 55}
+DRIFTED_LABELLED = mon.CheckAnswer(samples=200, drift_share=0.8, drifted_columns=("prompt_length",), quality=0.2,
+                                   feedback=FEEDBACK)
 
 
 def sync(test: Any) -> Any:
@@ -84,8 +87,8 @@ class Kube:
         if self.fail_annotate:
             raise RuntimeError("killed between the status write and the annotation")
         assert self.ft is not None
-        if key == constants.ANNOTATION_RETRAIN_REASON:
-            assert value.split(":", 1)[0] not in [v for _, v in self.annotations], "the reason comes first"
+        if key in (constants.ANNOTATION_RETRAIN_REASON, constants.ANNOTATION_RETRAIN_DATA):
+            assert value.split(":", 1)[0] not in [v for _, v in self.annotations], "reason and data come first"
         else:
             assert key == constants.ANNOTATION_RETRAIN_REQUEST
             self.annotations.append((name, value))
@@ -311,3 +314,53 @@ async def test_an_approval_is_acted_on_at_once_not_at_the_next_check() -> None:
     assert st["retrainHistory"][0]["state"] == "Requested" and len(check.requests) == 2  # no extra check
     reason = kube.ft["metadata"]["annotations"][constants.ANNOTATION_RETRAIN_REASON] if kube.ft else ""
     assert "drift share 0.80 (prompt_length)" in reason
+
+
+@sync
+async def test_the_breaching_windows_feedback_goes_with_the_request_as_added_data() -> None:
+    r, kube, check, _, clock = make(md_body(), DRIFTED, DRIFTED_LABELLED)
+    await tick(r, clock)
+    await tick(r, clock)
+    st = kube.md["status"]
+    rid = st["retrainInFlight"]
+    assert st["lastMonitor"]["feedback"] == FEEDBACK
+    assert st["retrainHistory"][0]["addedData"] == FEEDBACK
+    assert kube.ft is not None
+    assert kube.ft["metadata"]["annotations"][constants.ANNOTATION_RETRAIN_DATA] == f"{rid}: {FEEDBACK['uri']}"
+    assert kube.annotations == [("ft", rid)]  # the request last, after reason and data (the fake checks order)
+    assert check.requests[0]["feedback_uri"] == f"file://{OperatorSettings().storage_root}/traffic/ns/feedback-sets"
+
+
+@sync
+async def test_without_retraining_no_feedback_set_is_written() -> None:
+    r, _, check, _, clock = make(md_body(retrain=False), DRIFTED)
+    await tick(r, clock)
+    assert check.requests[0]["feedback_uri"] is None
+
+
+@sync
+async def test_a_retrain_the_gate_kept_challenger_is_not_promoted_and_its_gpu_hours_counted() -> None:
+    r, kube, _, events, clock = make(md_body(), DRIFTED, DRIFTED, DRIFTED)
+    await tick(r, clock)
+    await tick(r, clock)
+    rid = kube.md["status"]["retrainInFlight"]
+    assert kube.ft is not None
+    kube.ft["spec"] = {"resources": {"gpus": 2, "workers": 3}}
+    kube.ft["status"] = {
+        "phase": "Succeeded", "handledRetrainRequest": rid, "model": {"name": "m", "version": "3"},
+        "run": {"number": 2, "generation": 1, "trigger": f"retrain:{rid}"},
+        "promotion": {"promoted": False, "metric": "field_f1", "message": "field_f1 0.5 vs champion v1 0.9"},
+        "attempts": [  # run 1 is not the retrain's; run 2 had a failed and a good attempt: 0.5 h + 1 h, 6 GPUs
+            {"run": 1, "attempt": 1, "id": "a", "outcome": "Succeeded",
+             "startTime": "2026-11-23T08:00:00Z", "endTime": "2026-11-23T09:00:00Z"},
+            {"run": 2, "attempt": 1, "id": "b", "outcome": "Failed",
+             "startTime": "2026-11-23T10:00:00Z", "endTime": "2026-11-23T10:30:00Z"},
+            {"run": 2, "attempt": 2, "id": "c", "outcome": "Succeeded",
+             "startTime": "2026-11-23T10:30:00Z", "endTime": "2026-11-23T11:30:00Z"}]}
+    await tick(r, clock)
+    record = kube.md["status"]["retrainHistory"][0]
+    assert record["state"] == "NotPromoted" and record["version"] == "3"
+    assert record["gpuHours"] == pytest.approx(1.5 * 6)
+    done = [e for e in events.events if e[1] == "RetrainFinished"]
+    assert done and done[-1][0] == "Warning" and "champion keeps serving" in done[-1][2]
+    assert "field_f1 0.5 vs champion v1 0.9" in done[-1][2]

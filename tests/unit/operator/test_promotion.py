@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tuneloop.operator.logic.promotion import Champion, GateInput, decide_promotion, improvement
+from tuneloop.api.results import ChampionScore
+from tuneloop.operator.logic.promotion import Champion, GateInput, decide_promotion, improvement, on_candidate_data
 
 H = "h" * 64
 
@@ -67,3 +68,34 @@ def test_improvement_direction() -> None:
 def test_records_previous_champion() -> None:
     decision = decide_promotion(gate(champ=Champion("3", 0.7, H)))
     assert (decision.champion_version, decision.champion, decision.baseline) == ("3", 0.7, 0.5)
+
+
+OLD = "o" * 64  # the champion's own held-out set (before the retrain's feedback was added)
+RESCORED_CASES = {
+    # (champion as recorded, the job's re-score, metric) -> the champion the gate compares with
+    "re-scored on the candidate's set": (Champion("3", 0.95, OLD), ChampionScore(version="3", dataset_hash=H,
+                                         metrics={"exact_match": 0.6}), Champion("3", 0.6, H, rescored=True)),
+    "re-score of another version (alias moved)": (Champion("4", 0.95, OLD), ChampionScore(
+        version="3", dataset_hash=H, metrics={"exact_match": 0.6}), Champion("4", 0.95, OLD)),
+    "re-score without the gate's metric": (Champion("3", 0.95, OLD), ChampionScore(
+        version="3", dataset_hash=H, metrics={"loss": 0.6}), Champion("3", 0.95, OLD)),
+    "no re-score": (Champion("3", 0.95, OLD), None, Champion("3", 0.95, OLD)),
+}
+
+
+@pytest.mark.parametrize("case", list(RESCORED_CASES), ids=list(RESCORED_CASES))
+def test_on_candidate_data(case: str) -> None:
+    recorded, rescored, expected = RESCORED_CASES[case]
+    assert on_candidate_data(recorded, rescored, "exact_match") == expected
+
+
+def test_a_retrain_on_a_new_dataset_version_is_compared_with_the_champion_re_scored_on_it() -> None:
+    # The champion's recorded 0.95 was on its own set; on the new set (with the drifted feedback) it scores 0.6.
+    recorded = Champion("3", 0.95, OLD)
+    assert not decide_promotion(gate(cand=0.9, champ=recorded)).promoted  # without the re-score: other data
+    rescored = on_candidate_data(recorded, ChampionScore(version="3", dataset_hash=H, metrics={"exact_match": 0.6}),
+                                 "exact_match")
+    decision = decide_promotion(gate(cand=0.9, champ=rescored))
+    assert decision.promoted and "champion v3 0.6 (re-scored on this held-out set) by 0.3" in decision.message
+    worse = decide_promotion(gate(cand=0.55, base=0.1, champ=rescored))
+    assert not worse.promoted and "vs champion v3 (re-scored on this held-out set) 0.6" in worse.message

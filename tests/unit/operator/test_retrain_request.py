@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.unit.operator.test_reconciler import World
+from tests.unit.operator.test_reconciler import NS, World
 from tuneloop.api import constants
 
 
@@ -33,3 +33,34 @@ def test_a_retrain_request_starts_run_2_and_records_its_reason(reason: str | Non
     assert run.get("triggerReason") == (reason if recorded else None)
     w.reconcile()
     assert w.status["run"]["number"] == 2  # handled once
+
+
+@pytest.mark.parametrize("mode", ["ExistingCluster", "RayJob"])
+@pytest.mark.parametrize(("data", "added"), [
+    ("retrain-2-X: file:///traffic/ns/feedback-sets/ns.md/abc.jsonl", "file:///traffic/ns/feedback-sets/ns.md/abc.jsonl"),
+    ("retrain-1-X: file:///old.jsonl", None),
+    (None, None),
+], ids=["data-of-this-request", "stale-data", "no-data"])
+def test_the_retrains_feedback_goes_to_the_job_as_extra_data_and_the_spec_stays(data: str | None, added: str | None,
+                                                                                  mode: str) -> None:
+    w = World(mode=mode)
+
+    def entrypoint() -> str:
+        run = w.status["run"]
+        if mode == "ExistingCluster":
+            return str(w.ray.jobs[run["submissionId"]]["entrypoint"])
+        return str(w.kube.rayjobs[(NS, run["rayJobName"])]["spec"]["entrypoint"])
+
+    w.reconcile()
+    assert "--extra-data" not in entrypoint()
+    w.job_succeeds()
+    w.reconcile()
+    annotations = w.body["metadata"]["annotations"]
+    if data is not None:
+        annotations[constants.ANNOTATION_RETRAIN_DATA] = data
+    annotations[constants.ANNOTATION_RETRAIN_REQUEST] = "retrain-2-X"
+    spec = dict(w.body["spec"])
+    w.reconcile()
+    run = w.status["run"]
+    assert run["number"] == 2 and run.get("addedData") == added and w.body["spec"] == spec
+    assert (f"--extra-data {added}" in entrypoint()) if added else ("--extra-data" not in entrypoint())

@@ -277,10 +277,30 @@ def read_prepared(path: Path) -> list[Example]:
     return out
 
 
-def prepare(spec: DatasetSpec, out_dir: Path) -> Prepared:
+EXTRA_FORMATS = ("instruction", "completion", "chat")  # formats a prompt → completion example extends
+
+
+def load_extra(spec: DatasetSpec, uris: Sequence[str]) -> list[Example]:
+    """Examples added to the dataset (a retrain's labelled feedback): `{prompt, completion}` records, read
+    with the default field names whatever spec.dataset.fields says, since tuneloop wrote them."""
+    if uris and spec.format not in EXTRA_FORMATS:
+        raise JobError(ExitCode.CONFIG_INVALID,
+                       f"--extra-data adds prompt/completion examples; spec.dataset.format {spec.format!r} "
+                       f"cannot take them (only {', '.join(EXTRA_FORMATS)})")
+    out: list[Example] = []
+    for uri in uris:
+        extra = DatasetSpec(uri=uri, format="instruction")
+        out += load_examples(extra)
+    return out
+
+
+def prepare(spec: DatasetSpec, out_dir: Path, extra_uris: Sequence[str] = ()) -> Prepared:
     """Validate, scrub, dedupe, cap, split and write the dataset; the held-out file is what every
-    later evaluation (and the drift monitor's reference) reads."""
-    examples = load_examples(spec)
+    later evaluation (and the drift monitor's reference) reads. `extra_uris` add examples (after the
+    dataset's own, so a cap keeps the original first); each lands on the side of the split its key
+    hashes to, like any other, so the original examples keep theirs."""
+    added = load_extra(spec, extra_uris)
+    examples = load_examples(spec) + added
     total_rows = len(examples)
     counts: Counter[str] = Counter()
     if spec.pii_scrub:
@@ -318,6 +338,7 @@ def prepare(spec: DatasetSpec, out_dir: Path) -> Prepared:
         hash=splitting.dataset_hash([k for k, _ in train], [k for k, _ in held_out]),
         total_rows=total_rows, train_rows=len(train), eval_rows=len(held_out), duplicates_removed=removed,
         pii_redactions=dict(sorted(counts.items())), held_out_uri=f"file://{held_out_path.resolve()}",
+        added_rows=len(added),
     )
     return Prepared(train=[e for _, e in train], held_out=[e for _, e in held_out], train_path=train_path,
                     held_out_path=held_out_path, summary=summary,

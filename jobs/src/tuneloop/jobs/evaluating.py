@@ -83,6 +83,8 @@ class EvalRequest:
     predictions_path: str
     dataset_format: str = "instruction"
     dpo_beta: float = objectives.DEFAULT_DPO_BETA
+    # The current champion's adapter (same base): scored on the same held-out set, for the gate (jobs.champion).
+    champion_dir: str | None = None
 
 
 @dataclass
@@ -90,6 +92,7 @@ class EvalOutcome:
     metrics: dict[str, float]
     baseline_metrics: dict[str, float]
     examples: int
+    champion_metrics: dict[str, float] | None = None
 
 
 def _score_model(model: Any, tokenizer: Any, prompt_texts: list[str], references: list[str], request: EvalRequest,
@@ -207,6 +210,14 @@ def evaluate_run(request: EvalRequest) -> EvalOutcome:
         if preference:  # the base is its own reference: reward 0 for every answer (see the module doc)
             zero = objectives.preference_scores([0.0] * len(held_out))
             baseline |= {k: v for k, v in zero.items() if k in request.metrics}
+        del base
+
+    champion: dict[str, float] | None = None
+    champion_predictions: list[str] = []
+    if request.champion_dir is not None:
+        held = modeling.load_for_inference(request.base_model_dir, request.champion_dir, "lora", device)
+        champion, champion_predictions = _score_model(held, tokenizer, tuned_prompts, references, request, device)
+        del held
 
     out = Path(request.predictions_path)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -217,8 +228,10 @@ def evaluate_run(request: EvalRequest) -> EvalOutcome:
                 row["prediction"] = predictions[i]
             if baseline_predictions:
                 row["baseline_prediction"] = baseline_predictions[i]
+            if champion_predictions:
+                row["champion_prediction"] = champion_predictions[i]
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    return EvalOutcome(metrics=tuned, baseline_metrics=baseline, examples=len(held_out))
+    return EvalOutcome(metrics=tuned, baseline_metrics=baseline, examples=len(held_out), champion_metrics=champion)
 
 
 def evaluate_on_ray(request: EvalRequest, gpus: int) -> EvalOutcome:

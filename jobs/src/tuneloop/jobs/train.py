@@ -19,6 +19,7 @@ Data is checked before torch and Ray are imported, so bad data fails in about a 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -32,8 +33,8 @@ from typing import Any
 
 from tuneloop.api import constants
 from tuneloop.api.finetune import PREFERENCE_METRICS, TEXT_METRICS, FineTuneSpec
-from tuneloop.api.results import JobResult
-from tuneloop.jobs import datasets
+from tuneloop.api.results import ChampionScore, JobResult
+from tuneloop.jobs import champion, datasets
 from tuneloop.jobs.errors import ExitCode, JobError
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -50,6 +51,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--experiment", default=None, help="MLflow experiment (default: spec.registry.experiment)")
     p.add_argument("--run-name", default=None, help="MLflow run name")
     p.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE", help="lineage tag on the MLflow run")
+    p.add_argument("--extra-data", action="append", default=[], metavar="URI",
+                   help="more examples ({prompt, completion} JSONL, e.g. a retrain's labelled feedback) added to "
+                        "spec.dataset before preparation: a new dataset version with its own hash")
     return p.parse_args(argv)
 
 
@@ -150,7 +154,7 @@ def run(args: argparse.Namespace, result: JobResult, started: float, progress: P
     check_spec(spec)
     tags = progress.tags = parse_tags(args.tag)
     storage: Path = args.storage.resolve()
-    prepared = datasets.prepare(spec.dataset, storage / "data")
+    prepared = datasets.prepare(spec.dataset, storage / "data", extra_uris=args.extra_data)
     result.dataset = prepared.summary
     _log(f"data: {prepared.summary.train_rows} train / {prepared.summary.eval_rows} held-out, "
          f"hash {prepared.summary.hash[:12]}, {prepared.summary.duplicates_removed} duplicates removed, "
@@ -204,8 +208,17 @@ def run(args: argparse.Namespace, result: JobResult, started: float, progress: P
             baseline_shots=spec.evaluation.baseline.shots, max_seq_length=t.max_seq_length,
             predictions_path=str(storage / "evaluation" / "predictions.jsonl"),
             dataset_format=spec.dataset.format, dpo_beta=spec.dpo.beta)
+        held = champion.fetch(tracker.tracking_uri, spec.registry.model_name, spec.base_model.uri,
+                              prepared.summary.hash, spec.method, storage / "champion")
+        if held is not None:
+            request = dataclasses.replace(request, champion_dir=str(held.adapter_dir))
         evaluation = evaluating.evaluate_on_ray(request, spec.resources.gpus)
         result.metrics, result.baseline_metrics = evaluation.metrics, evaluation.baseline_metrics
+        if held is not None and evaluation.champion_metrics is not None:
+            result.champion = ChampionScore(version=held.version, dataset_hash=prepared.summary.hash,
+                                            metrics=evaluation.champion_metrics)
+            _log(f"champion v{held.version} (scored on {str(held.dataset_hash)[:12]}) on this held-out set: "
+                 f"{evaluation.champion_metrics}")
         _log(f"held-out ({evaluation.examples}): model {evaluation.metrics}, baseline {evaluation.baseline_metrics}")
         tracker.log_evaluation(evaluation.metrics, evaluation.baseline_metrics, Path(request.predictions_path))
         tracker.set_stage("logging_model")

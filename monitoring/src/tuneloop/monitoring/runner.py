@@ -15,17 +15,21 @@ run, the kind naming what failed so the operator can say so in MonitorStale:
 Request keys: `traffic_uri`, `deployment` (the Serve application name the log is partitioned by),
 `since` (ISO time: the window's start), `reference` (`{"uri": …}` or `{"tracking_uri", "model",
 "version"}`), `config` (CheckConfig's fields), optionally `report_dir`, and `tracking_uri` plus
-`experiment` to log the summary and the Evidently HTML report as a run.
+`experiment` to log the summary and the Evidently HTML report as a run, and `feedback_uri` (a folder,
+`file://` or `s3://`) to write the window's labelled feedback there as training examples for a retrain
+(`feedback.build_feedback_set`, deduplicated against the reference); the answer then names the file
+(`<feedback_uri>/<deployment>/<hash>.jsonl`, so the same examples are one file), its hash and count.
 """
 
 from __future__ import annotations
 
+import json
 import tempfile
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from tuneloop.monitoring import checking, reference, reporting
+from tuneloop.monitoring import checking, feedback, reference, reporting
 
 ERROR_REFERENCE = "reference"
 ERROR_REGISTRY = "registry"
@@ -79,8 +83,16 @@ def run_check(request: dict[str, Any]) -> dict[str, Any]:
         if _registry_down(e):
             return _failure(ERROR_REGISTRY, f"logging the check to {request.get('tracking_uri')}: {e}")
         return _failure(ERROR_CHECK, f"{type(e).__name__}: {e}")
+    added = None
+    if request.get("feedback_uri"):
+        try:
+            added = write_feedback(current, ref, request["feedback_uri"], request["deployment"])
+        except Exception as e:  # the figures stand; a retrain then goes without the feedback
+            return _failure(ERROR_TRAFFIC, f"writing the window's feedback to {request['feedback_uri']}: "
+                                           f"{type(e).__name__}: {e}")
     q = summary.quality
     return {
+        "feedback": added,
         "samples": summary.samples,
         "insufficient": summary.verdict == "InsufficientData",
         "drift_share": summary.drift_share,
@@ -89,6 +101,29 @@ def run_check(request: dict[str, Any]) -> dict[str, Any]:
         "report_uri": report_uri,
         "verdict": summary.verdict,
     }
+
+
+def write_feedback(window: Any, ref: Any, folder: str, deployment: str) -> dict[str, Any] | None:
+    """The window's new labelled examples as `<folder>/<deployment>/<hash>.jsonl`; None when there are none.
+    Written once per content (the name is the hash), through a temporary name, so a reader never sees half."""
+    from tuneloop.serving import traffic_log
+
+    known = ref.to_dict("records") if hasattr(ref, "to_dict") else []
+    added = feedback.build_feedback_set(window, known)
+    if not added.examples:
+        return None
+    filesystem, root = traffic_log.resolve(folder)
+    directory = f"{root.rstrip('/')}/{deployment}"
+    path = f"{directory}/{added.hash[:32]}.jsonl"
+    if filesystem.get_file_info(path).type.name == "NotFound":
+        filesystem.create_dir(directory, recursive=True)
+        body = "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in added.examples).encode()
+        with filesystem.open_output_stream(f"{path}.partial") as out:
+            out.write(body)
+        filesystem.move(f"{path}.partial", path)
+    scheme = "s3" if folder.startswith("s3://") else "file"  # pvc:// resolves to the mounted path
+    return {"uri": f"{scheme}://{path}", "hash": added.hash, "examples": len(added.examples),
+            "labelled": added.labelled}
 
 
 def _as_time(value: Any) -> datetime:

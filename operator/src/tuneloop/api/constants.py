@@ -31,6 +31,8 @@ ANNOTATION_RETRAIN_REQUEST = f"{GROUP}/retrain-request"
 ANNOTATION_APPROVE_RETRAIN = f"{GROUP}/approve-retrain"
 # Set with the request: who asked, when and why (metric, drift figures); the run it starts records it in status.
 ANNOTATION_RETRAIN_REASON = f"{GROUP}/retrain-reason"
+# `<request id>: <uri>`: labelled feedback the retrain adds to spec.dataset (set with the request).
+ANNOTATION_RETRAIN_DATA = f"{GROUP}/retrain-data"
 # Set by the operator on a FineTune whose version just lost `champion`: wakes it to re-read its alias.
 ANNOTATION_ALIAS_CHECK = f"{GROUP}/alias-check"
 KOPF_ANNOTATION_PREFIX = GROUP

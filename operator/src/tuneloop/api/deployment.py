@@ -32,7 +32,7 @@ QUALITY_METRIC_RANGES: dict[str, tuple[float, float]] = {"exact_match": (0.0, 1.
                                                          "json_valid": (0.0, 1.0)}
 Approval = Literal["Auto", "Manual"]
 DeploymentPhase = Literal["Pending", "Deploying", "Serving", "Degraded", "Retraining", "Failed", "Suspended"]
-RetrainState = Literal["PendingApproval", "Requested", "Running", "Succeeded", "Failed", "Rejected"]
+RetrainState = Literal["PendingApproval", "Requested", "Running", "Succeeded", "NotPromoted", "Failed", "Rejected"]
 
 
 class ModelRef(ApiModel):
@@ -335,7 +335,8 @@ class RetrainRecord(ApiModel):
     """One retrain this deployment asked for."""
 
     id: str = Field(description="Request id, also written to the FineTune annotation.")
-    state: RetrainState = Field(description="PendingApproval, Requested, Running, Succeeded, Failed or Rejected.")
+    state: RetrainState = Field(description="PendingApproval, Requested, Running, Succeeded (promoted), "
+                                      "NotPromoted (the gate kept it challenger), Failed or Rejected.")
     reason: str = Field(default="", description="What triggered it (metric, value, threshold).")
     requested_at: datetime = Field(description="When it was requested.")
     finished_at: datetime | None = Field(default=None, description="When the run ended.")

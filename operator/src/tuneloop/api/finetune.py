@@ -340,6 +340,10 @@ class RunStatus(ApiModel):
         default=None, description="For a retrain: who asked, when and why (the ModelDeployment's quality and drift "
         "figures), from the tuneloop.io/retrain-reason annotation."
     )
+    added_data: str | None = Field(
+        default=None, description="For a retrain: examples added to spec.dataset for this run (the deployment's "
+        "labelled feedback, PII-scrubbed), from the tuneloop.io/retrain-data annotation; the spec is unchanged."
+    )
     mode: LaunchMode | None = Field(default=None, description="RayJob or ExistingCluster.")
     spec_hash: str | None = Field(
         default=None,
@@ -381,6 +385,8 @@ class DatasetSummary(ApiModel):
     duplicates_removed: int = Field(default=0, description="Exact and normalised duplicates dropped.")
     pii_redactions: dict[str, int] = Field(default_factory=dict, description="Redactions by kind (email, phone, …).")
     held_out_uri: str | None = Field(default=None, description="Where the frozen held-out set was written.")
+    added_rows: int = Field(default=0, description="Of total_rows, examples added to spec.dataset for this run "
+                            "(a retrain's labelled feedback): a new dataset version, so a new hash.")
 
 
 class ModelVersionStatus(ApiModel):

@@ -16,6 +16,14 @@ from tuneloop.api.finetune import DatasetSummary
 RESULT_SCHEMA_VERSION = 1
 
 
+class ChampionScore(ApiModel):
+    """The champion scored on this run's held-out set (its own figures were taken on another one)."""
+
+    version: str = Field(description="The registered version that held the champion alias when the job looked.")
+    dataset_hash: str = Field(description="The held-out set it was scored on: this run's dataset hash.")
+    metrics: dict[str, float] = Field(default_factory=dict, description="Its held-out metrics on that set.")
+
+
 class JobResult(ApiModel):
     """Outcome of one training job run."""
 
@@ -38,3 +46,6 @@ class JobResult(ApiModel):
     duration_seconds: float | None = Field(default=None, description="Wall time of the job.")
     resumed_from_checkpoint: str | None = Field(default=None, description="Checkpoint the run resumed from, if any.")
     gpu_seconds: float | None = Field(default=None, description="Sum over workers of GPU wall time.")
+    champion: ChampionScore | None = Field(
+        default=None, description="The current champion scored on this run's held-out set, when its recorded "
+        "figures were taken on another (a retrain's new dataset version); the gate compares with these.")

@@ -28,6 +28,13 @@ TEMPLATES = (
     "{vendor} billed {total} {currency} on {date} (invoice {invoice_id}).",
     "INVOICE {invoice_id}\nVendor: {vendor}\nDate: {date}\nTotal: {currency} {total}",
 )
+# A new upstream system's layout: other labels, other order, other separators — the same five values,
+# written as they are (a copying model can answer once it knows where each one sits). Never in the
+# original dataset: the demo's injected drift.
+DRIFT_TEMPLATES = (
+    "Rechnung Nr. {invoice_id} | Lieferant {vendor} | Datum {date} | Summe {total} {currency}",
+    "Payable to {vendor}: {currency} {total}. Ref {invoice_id}. Issued {date}.",
+)
 SPECIAL_TOKENS = ("<pad>", "<s>", "</s>", "<unk>")
 
 
@@ -54,6 +61,17 @@ def invoice_examples(n: int, seed: int = 0, pii_every: int = 0, start: int = 0) 
             text += f" Contact: billing{i}@example.com, +44 20 7946 {i % 10000:04d}."
         completion = json.dumps(fields, separators=(", ", ": "))
         records.append({"prompt": f"{INSTRUCTION}\n{text}", "completion": completion})
+    return records
+
+
+def drifted_invoice_examples(n: int, seed: int = 0, start: int = 0) -> list[dict[str, str]]:
+    """Like `invoice_examples`, in the DRIFT_TEMPLATES layouts (and never with contact details)."""
+    rng = random.Random(seed * 1_000_033 + start + 17)
+    records = []
+    for i in range(start, start + n):
+        fields = invoice_fields(rng, i)
+        text = rng.choice(DRIFT_TEMPLATES).format(**fields)
+        records.append({"prompt": f"{INSTRUCTION}\n{text}", "completion": json.dumps(fields, separators=(", ", ": "))})
     return records
 
 

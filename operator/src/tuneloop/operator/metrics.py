@@ -46,7 +46,7 @@ class Metrics:
                                           "(after hysteresis); 0 when the last measured window was fine.", deployment,
                                           registry=registry)
         self.retrains = Counter("tuneloop_retrains_total", "Retrains by outcome (requested, started, succeeded, "
-                                "failed, skipped) and reason (the trigger, or why one was skipped).",
+                                "not_promoted, failed, skipped) and reason (the trigger, or why one was skipped).",
                                 [*deployment, "outcome", "reason"], registry=registry)
         self.monitor_last_success = Gauge("tuneloop_monitor_last_success_timestamp_seconds", "Unix time of the last "
                                           "monitor check that completed (any verdict).", deployment, registry=registry)

@@ -34,6 +34,7 @@ class CheckAnswer:
     drifted_columns: tuple[str, ...] = ()
     quality: float | None = None
     report_uri: str | None = None
+    feedback: dict[str, Any] | None = None  # {uri, hash, examples, labelled}: the window's new examples
     error: str | None = None
     message: str = ""
 
@@ -83,7 +84,8 @@ def parse_answer(raw: dict[str, Any]) -> CheckAnswer:
     return CheckAnswer(
         samples=int(raw.get("samples") or 0), insufficient=bool(raw.get("insufficient")),
         drift_share=_float(raw.get("drift_share")), drifted_columns=tuple(raw.get("drifted_columns") or ()),
-        quality=_float(raw.get("quality")), report_uri=raw.get("report_uri"))
+        quality=_float(raw.get("quality")), report_uri=raw.get("report_uri"),
+        feedback=raw.get("feedback") if isinstance(raw.get("feedback"), dict) else None)
 
 
 def _float(value: Any) -> float | None:

@@ -22,11 +22,17 @@ from pydantic import ValidationError
 
 from tuneloop.api import conditions as c
 from tuneloop.api import constants
-from tuneloop.api.deployment import ModelDeploymentSpec, ModelDeploymentStatus, MonitorResult, RetrainRecord
+from tuneloop.api.deployment import (
+    FeedbackData,
+    ModelDeploymentSpec,
+    ModelDeploymentStatus,
+    MonitorResult,
+    RetrainRecord,
+)
 from tuneloop.api.finetune import FineTuneStatus
 from tuneloop.operator.clients import monitor as mon
 from tuneloop.operator.clients.kube import Events
-from tuneloop.operator.logic import retraining, serveconfig
+from tuneloop.operator.logic import cost, retraining, serveconfig
 from tuneloop.operator.logic.monitor_verdict import (
     MonitorVerdict,
     Window,
@@ -49,6 +55,37 @@ EVENT_REASONS = {c.DRIFT_DETECTED: ("DriftDetected", "DriftCleared"),
                  c.MONITOR_STALE: ("MonitorStale", "MonitorRecovered")}
 REASON_RETRAIN_IN_FLIGHT = "RetrainRequested"
 REASON_RETRAIN_DONE = "RetrainFinished"
+
+
+def _feedback(raw: dict[str, Any] | None) -> FeedbackData | None:
+    """The check's new examples, if it wrote any (a malformed answer is ignored, not fatal)."""
+    if not raw:
+        return None
+    try:
+        return FeedbackData.model_validate(raw)
+    except ValidationError:
+        log.warning("the check answered feedback %r that is not {uri, hash, examples}; ignored", raw)
+        return None
+
+
+def retrain_outcome(ft_status: FineTuneStatus) -> str:
+    """How a finished retrain run ended for the deployment: promoted (Succeeded), kept challenger by the gate
+    (NotPromoted: the old champion keeps serving), or Failed."""
+    if ft_status.phase != "Succeeded":
+        return "Failed"
+    return "Succeeded" if ft_status.promotion is None or ft_status.promotion.promoted else "NotPromoted"
+
+
+def run_gpu_hours(ft: dict[str, Any], ft_status: FineTuneStatus) -> float:
+    """GPU-hours of the current run's attempts (what the budget in spec.retraining counts)."""
+    run = ft_status.run
+    resources = (ft.get("spec") or {}).get("resources") or {}
+    if run is None:
+        return 0.0
+    hours = sum(cost.attempt_gpu_hours(a.start_time, a.end_time, int(resources.get("gpus") or 0),
+                                       int(resources.get("workers") or 1))
+                for a in ft_status.attempts if a.run == run.number)
+    return round(hours, 6)
 
 
 def utcnow() -> datetime:
@@ -141,7 +178,10 @@ class MonitorReconciler:
         else:
             return None
         traffic = spec.serving.traffic_log_uri or f"{self.traffic_root.rstrip('/')}/{namespace}"
+        retraining_on = spec.retraining.enabled and spec.fine_tune_ref is not None
         return {
+            # Where a window's labelled feedback becomes training examples for the retrain it may trigger.
+            "feedback_uri": f"{traffic.rstrip('/')}/feedback-sets" if retraining_on else None,
             "traffic_uri": traffic, "deployment": serveconfig.app_name(namespace, name),
             "since": (now - timedelta(seconds=m.window_seconds)).isoformat(), "reference": ref,
             "config": {"min_samples": m.min_samples, "drift_columns": list(m.drift.columns),
@@ -173,7 +213,8 @@ class MonitorReconciler:
                                                  now, generation)
                 result = MonitorResult(time=now, samples=answer.samples, drift_share=answer.drift_share,
                                        drifted_columns=list(answer.drifted_columns), quality=answer.quality,
-                                       breach=bool(verdict.breach), report_uri=answer.report_uri)
+                                       breach=bool(verdict.breach), report_uri=answer.report_uri,
+                                       feedback=_feedback(answer.feedback))
                 st.last_monitor = result
                 st.monitor_history = [*st.monitor_history, result][-HISTORY:]
             st.conditions, st.consecutive_breaches = verdict.conditions, verdict.consecutive_breaches
@@ -244,9 +285,13 @@ class MonitorReconciler:
             self.metrics.retrains.labels(namespace=namespace, deployment=name, outcome=outcome, reason=reason).inc()
         if effects.annotate is not None and spec.fine_tune_ref is not None:
             rec = next((r for r in st.retrain_history if r.id == effects.annotate), None)
-            if rec is not None:  # first the reason, so the FineTune has it when the request wakes it
+            if rec is not None:  # first the reason and data, so the FineTune has them when the request wakes it
                 await self.kube.annotate_finetune(namespace, spec.fine_tune_ref.name,
                                                   constants.ANNOTATION_RETRAIN_REASON, retrain_reason(fresh, rec))
+                if rec.added_data is not None:
+                    await self.kube.annotate_finetune(namespace, spec.fine_tune_ref.name,
+                                                      constants.ANNOTATION_RETRAIN_DATA,
+                                                      f"{rec.id}: {rec.added_data.uri}")
             await self.kube.annotate_finetune(namespace, spec.fine_tune_ref.name,
                                               constants.ANNOTATION_RETRAIN_REQUEST, effects.annotate)
         return st
@@ -292,15 +337,20 @@ class MonitorReconciler:
                 effects.events.append(("Warning", REASON_RETRAIN_DONE, f"retrain {rid}: FineTune {ft_name} is gone"))
                 effects.counts.append(("failed", "FineTuneGone"))
             elif ours and ft_status.phase in ("Succeeded", "Failed"):
-                outcome = "Succeeded" if ft_status.phase == "Succeeded" else "Failed"
+                outcome = retrain_outcome(ft_status)
                 if rec is not None:
                     rec.version = ft_status.model.version if ft_status.model else None
                     rec.run = run.number if run else None
+                    rec.gpu_hours = run_gpu_hours(ft or {}, ft_status)
                 self._finish(st, rec, outcome, now)
+                what = {"Succeeded": "succeeded and was promoted", "Failed": "failed",
+                        "NotPromoted": "registered a version the gate kept challenger; the champion keeps serving"}
+                promotion = f": {ft_status.promotion.message}" if ft_status.promotion else ""
                 effects.events.append(("Normal" if outcome == "Succeeded" else "Warning", REASON_RETRAIN_DONE,
-                               f"retrain {rid}: run {run.number if run else '?'} of FineTune {ft_name} "
-                               f"{outcome.lower()}"))
-                effects.counts.append((outcome.lower(), retraining.REQUEST_REASON))
+                               c.truncate(f"retrain {rid}: run {run.number if run else '?'} of FineTune {ft_name} "
+                                          f"{what[outcome]}{promotion if outcome != 'Failed' else ''}", 1000)))
+                effects.counts.append(({"NotPromoted": "not_promoted"}.get(outcome, outcome.lower()),
+                                       retraining.REQUEST_REASON))
             elif ours:
                 if rec is not None and rec.state != "Running":
                     rec.state, rec.run = "Running", run.number if run else None
@@ -331,11 +381,14 @@ class MonitorReconciler:
             assert decision.request_id is not None
             rid = decision.request_id
             rec = next((r for r in st.retrain_history if r.id == rid), None)
+            added = st.last_monitor.feedback if st.last_monitor is not None else None  # the breaching window's
             if rec is None:
-                rec = RetrainRecord(id=rid, state="Requested", reason=trigger, requested_at=now, fine_tune=ft_name)
+                rec = RetrainRecord(id=rid, state="Requested", reason=trigger, requested_at=now, fine_tune=ft_name,
+                                    added_data=added)
                 st.retrain_history = [*st.retrain_history, rec][-HISTORY:]
             else:
                 rec.state, rec.requested_at, rec.fine_tune = "Requested", now, ft_name
+                rec.added_data = rec.added_data or added
             st.retrain_in_flight, st.last_retrain_time = rid, now
             st.conditions = c.set_condition(st.conditions, c.RETRAINING, "True", REASON_RETRAIN_IN_FLIGHT,
                                             f"asked FineTune {ft_name} for run {rid}: {decision.message}", now,

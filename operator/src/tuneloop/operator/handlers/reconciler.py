@@ -152,6 +152,7 @@ class FineTuneReconciler:
             spec=spec, status=status, now=self.clock(),
             retrain_request=(meta.get("annotations") or {}).get(constants.ANNOTATION_RETRAIN_REQUEST),
             retrain_reason=(meta.get("annotations") or {}).get(constants.ANNOTATION_RETRAIN_REASON),
+            retrain_data=(meta.get("annotations") or {}).get(constants.ANNOTATION_RETRAIN_DATA),
             recheck=meta["uid"] not in self._seen,
         )
         try:

@@ -28,6 +28,7 @@ class Target:
     run: int
     attempt: int
     spec: FineTuneSpec
+    extra_data: tuple[str, ...] = ()  # examples added to spec.dataset for this run (a retrain's feedback)
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,8 @@ def build_entrypoint(
     ]
     for key, value in job_tags(target, operator_version).items():
         argv += ["--tag", f"{key}={value}"]
+    for uri in target.extra_data:
+        argv += ["--extra-data", uri]
     return shlex.join(argv)
 
 

@@ -67,6 +67,7 @@ class Observed:
     now: datetime
     retrain_request: str | None = None
     retrain_reason: str | None = None  # the tuneloop.io/retrain-reason annotation sent with the request
+    retrain_data: str | None = None  # the tuneloop.io/retrain-data annotation: `<request id>: <uri>`
     recheck: bool = False  # first look since the operator started: re-check a spec verdict once
     problems: tuple[Problem, ...] = ()
     job: JobObservation | None = None

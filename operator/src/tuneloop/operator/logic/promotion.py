@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from tuneloop.api import constants
 from tuneloop.api.finetune import LOWER_IS_BETTER, PromotionStatus
+from tuneloop.api.results import ChampionScore
 
 # Differences this small are float noise, not an improvement.
 EPSILON = 1e-9
@@ -25,6 +26,7 @@ class Champion:
     version: str
     value: float | None  # its recorded metric (MLflow tag tuneloop.eval.<metric>)
     dataset_hash: str | None  # the held-out set it was scored on
+    rescored: bool = False  # value was taken by the candidate's job on the candidate's held-out set
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,15 @@ class GateInput:
     min_improvement: float
     min_improvement_over_champion: float
     champion: Champion | None
+
+
+def on_candidate_data(champion: Champion, rescored: ChampionScore | None, metric: str) -> Champion:
+    """The champion as the gate should compare it: its figure on the candidate's held-out set when the job
+    scored that very version there (a retrain's new dataset version), else its recorded figure. A score
+    of another version (the alias moved while the job ran) or without the metric changes nothing."""
+    if rescored is None or rescored.version != champion.version or metric not in rescored.metrics:
+        return champion
+    return Champion(champion.version, rescored.metrics[metric], rescored.dataset_hash, rescored=True)
 
 
 def improvement(metric: str, value: float, reference: float) -> float:
@@ -95,11 +106,13 @@ def decide_promotion(gate: GateInput) -> PromotionStatus:
             "re-evaluate it on this data or move the alias by hand"
         ))
     margin = improvement(m, gate.candidate, champ.value)
-    missed = _missed(m, gate.candidate, f"champion v{champ.version}", champ.value, margin,
+    missed = _missed(m, gate.candidate, f"champion v{champ.version}" + (" (re-scored on this held-out set)"
+                                                                        if champ.rescored else ""), champ.value, margin,
                      gate.min_improvement_over_champion)
     if missed:
         return decided(False, missed)
-    parts.append(f"beat champion v{champ.version} {_fmt(champ.value)} by {_fmt(margin)}")
+    where = " (re-scored on this held-out set)" if champ.rescored else ""
+    parts.append(f"beat champion v{champ.version} {_fmt(champ.value)}{where} by {_fmt(margin)}")
     return decided(True, f"{m} {_fmt(gate.candidate)}: " + "; ".join(parts))
 
 

@@ -103,7 +103,8 @@ def needs_job(status: FineTuneStatus) -> bool:
 
 
 def target_of(o: Observed, run: RunStatus, attempt: int) -> Target:
-    return Target(o.namespace, o.name, o.uid, run.generation, run.number, attempt, o.spec)
+    return Target(o.namespace, o.name, o.uid, run.generation, run.number, attempt, o.spec,
+                  extra_data=(run.added_data,) if run.added_data else ())
 
 
 def _stop_action(o: Observed, run: RunStatus) -> StopJob:
@@ -183,6 +184,15 @@ def _retrain_reason(o: Observed, trigger: str) -> str | None:
     return reason if trigger.startswith("retrain:") and reason.startswith(f"{rid}:") else None
 
 
+def _retrain_data(o: Observed, trigger: str) -> str | None:
+    """The feedback examples sent with this request (`<request id>: <uri>`), or None."""
+    rid = trigger.removeprefix("retrain:")
+    value = o.retrain_data or ""
+    if not trigger.startswith("retrain:") or not value.startswith(f"{rid}:"):
+        return None
+    return value[len(rid) + 1:].strip() or None
+
+
 def _start_run(o: Observed, p: Policy, st: FineTuneStatus, trigger: str) -> Plan:
     actions: list[Action] = []
     if st.run is not None and st.phase in ACTIVE_PHASES and st.run.attempt > 0:
@@ -198,7 +208,7 @@ def _start_run(o: Observed, p: Policy, st: FineTuneStatus, trigger: str) -> Plan
         return Plan(plan.status, tuple(actions))
     st.run = RunStatus(
         number=(st.run.number if st.run else 0) + 1, generation=o.generation, trigger=trigger,
-        trigger_reason=_retrain_reason(o, trigger),
+        trigger_reason=_retrain_reason(o, trigger), added_data=_retrain_data(o, trigger),
         mode=o.spec.ray.mode, spec_hash=naming.spec_hash(o.spec), attempt=0,
     )
     st.metrics, st.baseline_metrics, st.dataset, st.model, st.promotion = {}, {}, None, None, None
@@ -399,6 +409,7 @@ def decide(o: Observed, result: JobResult, version: VersionInfo) -> PromotionSta
         except ValueError:
             value = None
         champion = promotion.Champion(o.champion.version, value, o.champion.tags.get(constants.TAG_DATASET_HASH))
+        champion = promotion.on_candidate_data(champion, result.champion, metric)
     return promotion.decide_promotion(promotion.GateInput(
         metric=metric,
         candidate_version=version.version,

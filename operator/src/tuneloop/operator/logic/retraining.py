@@ -27,7 +27,7 @@ from tuneloop.api.deployment import RetrainingSpec, RetrainRecord
 
 DAY = timedelta(hours=24)
 # Requests that count against cooldown, daily cap and budget: they were sent to the FineTune.
-SENT_STATES = frozenset({"Requested", "Running", "Succeeded", "Failed"})
+SENT_STATES = frozenset({"Requested", "Running", "Succeeded", "NotPromoted", "Failed"})
 
 # Skip reasons (Event reason and status message prefix).
 SKIP_DISABLED = "RetrainingDisabled"
