@@ -23,6 +23,13 @@ def test_parse_state() -> None:
     assert (state.http_host, state.http_port, state.top_level) == ("127.0.0.1", 8123, {"proxy_location": "HeadOnly"})
 
 
+def test_ready_replicas_of_the_vllm_engine_are_its_llm_servers() -> None:
+    llm = {"status": "RUNNING", "deployments": {
+        "LLMServer:inv": {"replicas": [{"state": "RUNNING"}, {"state": "RUNNING"}]},
+        "OpenAiIngress": {"replicas": [{"state": "RUNNING"}]}}}
+    assert serve.parse_state({"applications": {"a.llm": llm}}).apps["a.llm"].ready_replicas == 2
+
+
 def test_serve_not_running_is_an_empty_state() -> None:
     state = serve.parse_state({"controller_info": {}, "proxies": {}, "applications": {}, "target_capacity": None})
     assert state.apps == {} and state.http_port is None

@@ -23,7 +23,7 @@ import aiohttp
 
 from tuneloop.operator.clients.errors import Rejected, Unavailable
 from tuneloop.operator.clients.ray import describe
-from tuneloop.operator.logic import serveconfig
+from tuneloop.operator.logic import serveconfig, vllmconfig
 from tuneloop.operator.logic.deploying import ServeApp
 from tuneloop.serving import warmup
 
@@ -56,7 +56,10 @@ def parse_state(payload: dict[str, Any]) -> ServeState:
     apps: dict[str, ServeApp] = {}
     for name, app in (payload.get("applications") or {}).items():
         deployments = app.get("deployments") or {}
-        replicas = (deployments.get(GENERATOR) or {}).get("replicas") or []
+        # The replicas that generate: tuneloop's Generator, or the vLLM engine's LLMServer deployments.
+        replicas = (deployments.get(GENERATOR) or {}).get("replicas") or [
+            r for d_name, d in deployments.items() if d_name.startswith(vllmconfig.SERVER_PREFIX)
+            for r in (d or {}).get("replicas") or []]
         apps[name] = ServeApp(
             status=str(app.get("status") or "NOT_STARTED"), message=str(app.get("message") or ""),
             last_deployed_time_s=app.get("last_deployed_time_s"), deployed_app_config=app.get("deployed_app_config"),

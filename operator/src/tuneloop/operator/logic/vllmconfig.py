@@ -25,6 +25,7 @@ from tuneloop.api.deployment import ModelDeploymentSpec
 from tuneloop.operator.logic import serveconfig
 
 IMPORT_PATH = "ray.serve.llm:build_openai_app"
+SERVER_PREFIX = "LLMServer:"  # the engine deployment's name: LLMServer:<model id> (ray.serve.llm's builder)
 _SAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
