@@ -15,7 +15,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export RAY_USAGE_STATS_ENABLED := 0
 export KUBE_VERSION
 
-.PHONY: help setup kube-apiserver helm argocd-health crds docs control-plane lint test test-unit test-api test-e2e bench bench-train bench-operator bench-serve bench-monitor demo base-model chart clean
+.PHONY: help setup kube-apiserver helm argocd-health crds docs control-plane lint test test-unit test-api test-e2e bench bench-train bench-train-gpu bench-operator bench-serve bench-monitor demo base-model chart clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -81,6 +81,9 @@ bench: bench-train bench-operator bench-serve bench-monitor ## All benchmarks (J
 
 bench-train: setup ## Ray Train job vs a plain PEFT loop: tokens/s, start-up, peak memory
 	$(PY) bench/bench_train.py --out bench/results/train.json
+
+bench-train-gpu: setup ## GPU machines: 1B Llama, LoRA/QLoRA/full at bf16, Ray vs plain: tokens/s, peak GPU memory, MFU
+	$(PY) bench/bench_train_gpu.py --out bench/results/train-gpu.json
 
 bench-serve: setup ## Ray Serve runtime: requests/s and p50/p99 with traffic logging on and off, drops under a burst
 	$(PY) bench/bench_serve.py --out bench/results/serve.json

@@ -323,6 +323,8 @@ def train_loop_per_worker(config_dict: dict[str, Any]) -> None:
             "learning_rate": float(scheduler.get_last_lr()[0]),
             "worker_peak_rss_mb": peak_rss_mb,
         }
+        if on_cuda:
+            metrics["worker_peak_gpu_mb"] = _max_across_ranks(torch.cuda.max_memory_allocated(device) / 2**20, device)
         if dpo:
             metrics["eval_preference_accuracy"] = sums[5] / max(sums[7], 1)
             metrics["eval_reward_margin"] = sums[6] / max(sums[7], 1)
