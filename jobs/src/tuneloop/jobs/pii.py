@@ -3,7 +3,10 @@
 `[EMAIL]`, and count the redactions by kind.
 
 Checksums keep false positives down: an invoice total or an order number of the right length is not
-a card unless its digits pass Luhn, and a string shaped like an IBAN is only one if mod 97 gives 1.
+a card unless its digits pass Luhn. IBANs are different: a mistyped account number is still personal
+data, so a string with an IBAN country code and exactly that country's IBAN length is redacted even when
+mod 97 fails (counted as `iban_unverified`); before, the phone pattern took its tail and left
+`DE89 3704 [PHONE]`. The registry's lengths keep product codes of other shapes out.
 Kinds are scanned in a fixed order (most specific first) so that a card number is never half-eaten
 by the phone pattern. Pure functions; the tables in tests/unit/jobs/test_pii.py are the spec.
 """
@@ -18,6 +21,7 @@ from dataclasses import dataclass
 PLACEHOLDERS = {
     "email": "[EMAIL]",
     "iban": "[IBAN]",
+    "iban_unverified": "[IBAN]",
     "card": "[CARD]",
     "national_id": "[NATIONAL_ID]",
     "phone": "[PHONE]",
@@ -64,12 +68,39 @@ def iban_valid(text: str) -> bool:
     return int(number) % 97 == 1
 
 
+# IBAN length per country (SWIFT IBAN registry).
+IBAN_LENGTHS: dict[str, int] = {
+    "AD": 24, "AE": 23, "AL": 28, "AT": 20, "AZ": 28, "BA": 20, "BE": 16, "BG": 22, "BH": 22, "BR": 29, "BY": 28,
+    "CH": 21, "CR": 22, "CY": 28, "CZ": 24, "DE": 22, "DK": 18, "DO": 28, "EE": 20, "EG": 29, "ES": 24, "FI": 18,
+    "FO": 18, "FR": 27, "GB": 22, "GE": 22, "GI": 23, "GL": 18, "GR": 27, "GT": 28, "HR": 21, "HU": 28, "IE": 22,
+    "IL": 23, "IQ": 23, "IS": 26, "IT": 27, "JO": 30, "KW": 30, "KZ": 20, "LB": 28, "LC": 32, "LI": 21, "LT": 20,
+    "LU": 20, "LV": 21, "MC": 27, "MD": 24, "ME": 22, "MK": 19, "MR": 27, "MT": 31, "MU": 30, "NL": 18, "NO": 15,
+    "PK": 24, "PL": 28, "PS": 29, "PT": 25, "QA": 29, "RO": 24, "RS": 22, "SA": 24, "SC": 31, "SE": 24, "SI": 19,
+    "SK": 24, "SM": 27, "ST": 25, "SV": 28, "TL": 23, "TN": 24, "TR": 26, "UA": 29, "VA": 22, "VG": 24, "XK": 20,
+}
+
+
+def iban_shaped(text: str) -> bool:
+    """True when the string has a known IBAN country code and that country's IBAN length (checksum not
+    checked): what a mistyped IBAN still looks like."""
+    compact = text.replace(" ", "").upper()
+    return compact.isalnum() and IBAN_LENGTHS.get(compact[:2]) == len(compact)
+
+
 def _digits(text: str) -> str:
     return "".join(ch for ch in text if ch.isdigit())
 
 
+_DATE = re.compile(r"\d{1,2}([./-])\d{1,2}\1\d{2,4}|\d{4}([./-])\d{1,2}\2\d{1,2}")
+
+
 def _phone_ok(match: str) -> bool:
-    return 8 <= len(_digits(match)) <= 15
+    """8-15 digits, and not a date (07.08.2026) or a bare zero-padded number (order 03587291): a national
+    number written without separators needs 10 digits or more."""
+    digits = _digits(match)
+    if not 8 <= len(digits) <= 15 or _DATE.fullmatch(match):
+        return False
+    return not (match.isdigit() and len(digits) < 10)
 
 
 @dataclass(frozen=True)
@@ -82,6 +113,7 @@ class _Rule:
 RULES: tuple[_Rule, ...] = (
     _Rule("email", _EMAIL, lambda m: True),
     _Rule("iban", _IBAN, iban_valid),
+    _Rule("iban_unverified", _IBAN, iban_shaped),
     _Rule("card", _CARD, lambda m: luhn_valid(_digits(m))),
     _Rule("national_id", _NATIONAL_ID, lambda m: True),
     _Rule("phone", _PHONE, _phone_ok),
