@@ -96,3 +96,42 @@ def test_finetunes_train_register_and_gate(services, api_client, namespace, kube
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def test_bad_data_fails_once_as_data_invalid(services, api_client, namespace, kubeconfig, tmp_path):
+    """Issue 14.2 end to end: the real job finds a bad row on the real Ray head; the FineTune ends
+    Failed/DataInvalid after its first attempt although backoffLimit allows two more — the job's Failed
+    result reaches the controller and a data error is not retried."""
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    from tuneloop.operator.logic import naming
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "a", "completion": "b"}\n{"prompt": "c"}\n')
+    env = {**OPERATOR_ENV, "KUBECONFIG": str(kubeconfig), "TUNELOOP_POLL_SECONDS": "1",
+           "TUNELOOP_STORAGE_ROOT": str(services["storage"])}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    cluster = Cluster(api_client, namespace)
+    try:
+        with start_operator(namespace):
+            base = spec(services)
+            body = {"apiVersion": constants.API_VERSION, "kind": "FineTune", "metadata": {"name": "bad-data"},
+                    "spec": {**base, "dataset": {**base["dataset"], "uri": f"file://{bad}"}, "backoffLimit": 2,
+                             "registry": {**base["registry"], "modelName": "invoices-ft-e2e-bad"}}}
+            uid = cluster.create(body)["metadata"]["uid"]
+            st = wait_for(lambda: cluster.status("bad-data") if cluster.status("bad-data").get("phase") in
+                          ("Succeeded", "Failed") else None, timeout=300, interval=1, what="bad-data finished")
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    ready = next(c for c in st["conditions"] if c["type"] == "Ready")
+    assert (st["phase"], ready["reason"]) == ("Failed", "DataInvalid"), st
+    assert str(bad) in ready["message"] and "line 2" in ready["message"], ready
+    assert st["run"]["attempt"] == 1 and [a["attempt"] for a in st.get("attempts", [])] in ([], [1]), st
+    jobs = [j for j in JobSubmissionClient(services["address"]).list_jobs()
+            if (j.submission_id or "").startswith(f"tuneloop-{uid}-")]
+    assert [(j.submission_id, j.status) for j in jobs] == [(naming.submission_id(uid, 1, 1), JobStatus.FAILED)], jobs
