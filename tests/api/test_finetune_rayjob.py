@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -137,3 +139,14 @@ def test_success_registers_champion_then_worse_run_stays_challenger(operator, cl
     assert (moved["alias"], moved["version"], moved["previousVersion"]) == ("champion", "3", "1")
     assert f"FineTune {cluster.ns}/gamma" in moved["reason"]
     assert client.get_model_version_by_alias(model, "champion").version == "3"
+    # Both objects' alias history record the move, in order: alpha got champion and lost it to v3;
+    # gamma took it from v1 — and alpha's record of losing it is not older than gamma's of taking it.
+    def moves(status: dict) -> list[tuple[str, str, str | None]]:
+        return [(e["alias"], e["version"], e.get("previousVersion")) for e in status["aliasHistory"]]
+
+    st3 = cluster.status("gamma")
+    assert moves(st1) == [("champion", "1", None), ("champion", "3", "1")], st1["aliasHistory"]
+    assert moves(st3) == [("champion", "3", "1")], st3["aliasHistory"]
+    got, took, lost = (datetime.fromisoformat(e["time"]) for e in (*st1["aliasHistory"][:1], *st3["aliasHistory"],
+                                                                   st1["aliasHistory"][1]))
+    assert got <= took <= lost, (got, took, lost)
