@@ -113,13 +113,21 @@ def operator_process_env(operator_env: dict[str, str]) -> dict[str, str]:
 class RayJobApiStub:
     """POST /api/jobs/, GET /api/jobs/{id}, POST /api/jobs/{id}/stop, recording every request.
     `close()` closes the port, so the operator sees what it sees when a Ray head goes away; `down`
-    answers every request with HTTP 503, as a head that is there but not ready."""
+    answers every request with HTTP 503, as a head that is there but not ready.
+
+    A submission is parsed with Ray's own request types (`JobSubmitRequest`, then `RuntimeEnv`), so a
+    body the real head would refuse is refused here with HTTP 400 as the head answers it. What stays
+    stubbed is what a real head cannot be put in on demand: not ready (503), gone (closed port), a job
+    that stays RUNNING for as long as a story needs, and a result the test writes as the job.
+    tests/e2e/test_finetune_existing_cluster.py runs the same client against a real head."""
 
     def __init__(self) -> None:
         self.jobs: dict[str, dict[str, Any]] = {}
         self.requests: list[tuple[str, str]] = []
         self.down = False
         stub = self
+        from ray.dashboard.modules.job.common import JobSubmitRequest  # ~2 s: once, not on a request
+        from ray.runtime_env import RuntimeEnv
 
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, *_: Any) -> None:
@@ -148,7 +156,14 @@ class RayJobApiStub:
                 body = json.loads(self.rfile.read(length) or b"{}")
                 parts = self.path.strip("/").split("/")
                 if parts == ["api", "jobs"]:
-                    sid = body["submission_id"]
+                    try:  # as the head's parse_and_validate_request and its job agent do
+                        request = JobSubmitRequest(**body)
+                        RuntimeEnv(**(request.runtime_env or {}))
+                    except (TypeError, ValueError) as e:
+                        return self._send(400, {"detail": f"Failed to parse request: {e}"})
+                    sid = request.submission_id
+                    if not sid:
+                        return self._send(400, {"detail": "tuneloop always names its submission"})
                     if sid in stub.jobs:
                         return self._send(400, {"detail": f"job {sid} already exists"})
                     stub.jobs[sid] = {"submission_id": sid, "status": "RUNNING", "message": "running", "body": body}
