@@ -226,6 +226,51 @@ def test_killed_job_resumes_from_its_checkpoint(submitted_run, services: Service
     assert sorted(m.step for m in history) == [1, 2, 3, 4]
 
 
+def test_killed_dpo_job_resumes_from_its_checkpoint(services: Services) -> None:
+    """DPO on the same Ray Train path: two DDP workers, a checkpoint per epoch, and a driver killed after
+    the first checkpoint resumes from it (adapter, optimizer, schedule; the reference log-probs are
+    recomputed from the frozen base) and finishes with the preference metrics."""
+    rows = [json.loads(line) for line in services.data_path.read_text().splitlines()]
+    pairs = [{"prompt": r["prompt"], "chosen": r["completion"],
+              "rejected": r["completion"].replace('"currency": "', '"currency": "X')} for r in rows]
+    data = tinymodel.write_jsonl(services.workdir / "pairs.jsonl", pairs)
+    storage, result_path = services.workdir / "dpo", services.workdir / "dpo-result.json"
+    spec = make_spec(services, method="dpo", training={"epochs": 3},
+                     dataset={"uri": f"file://{data}", "format": "preference"},
+                     evaluation={"metrics": ["preference_accuracy", "reward_margin"],
+                                 "promotion": {"metric": "preference_accuracy"}})
+    spec["dpo"] = {"beta": 0.5}
+    spec_file = services.workdir / "dpo-spec.json"
+    spec_file.write_text(json.dumps(spec))
+    argv = [sys.executable, "-m", "tuneloop.jobs.train",
+            *job_argv(str(spec_file), storage, result_path, services.tracking_uri, "dpo")]
+    env = {**os.environ, **services.ray.env, **FAST_RAY_ENV}
+    snapshot = storage / "ray" / "train" / "checkpoint_manager_snapshot.json"
+    log1 = services.workdir / "dpo-attempt-1.log"
+    with log1.open("wb") as out:
+        proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 300
+        while not snapshot.is_file():
+            assert proc.poll() is None, f"job ended before its first checkpoint:\n{log1.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, "no checkpoint within 300 s"
+            time.sleep(0.1)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    assert not result_path.exists(), "the killed attempt must not have finished"
+
+    again = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=480)
+    assert again.returncode == 0, again.stderr[-5000:]
+    result = read_result(result_path)
+    resumed_at = result.train_metrics["resumed_at_epoch"]
+    assert result.resumed_from_checkpoint and 1 <= resumed_at < 3, again.stderr[-3000:]
+    assert result.train_metrics["epoch"] == 3.0
+    assert set(result.metrics) == {"preference_accuracy", "reward_margin"}
+    assert result.baseline_metrics == {"preference_accuracy": 0.5, "reward_margin": 0.0}
+    assert result.metrics["preference_accuracy"] > 0.5 and result.metrics["reward_margin"] > 0, result.metrics
+    assert 0.0 <= result.train_metrics["eval_preference_accuracy"] <= 1.0
+    print(f"DPO resumed at epoch {int(resumed_at)}: {result.metrics}, last epoch {result.train_metrics}")
+
+
 BAD_CASES = [
     # (name, file content or None, spec overrides, exit code, reason, message substrings)
     ("missing field", b'{"prompt": "a", "completion": "b"}\n{"prompt": "c"}\n', {}, ExitCode.DATA_INVALID,
