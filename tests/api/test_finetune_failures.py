@@ -443,7 +443,8 @@ def test_unsupported_spec_is_reported_once_without_launching_until_the_spec_chan
     st = wait_status(cluster, "bad", phase("Failed"), "Failed")
     ready = cond(st, "Ready")
     assert (ready["status"], ready["reason"]) == ("False", "InvalidSpec"), ready
-    assert "spec.registry.trackingUriSecretRef" in ready["message"] and "not supported" in ready["message"]
+    # a Secret ref in ExistingCluster mode: its values would travel in the Ray job's runtime_env
+    assert "spec.registry.trackingUriSecretRef" in ready["message"] and "use spec.ray.mode RayJob" in ready["message"]
     assert ready["observedGeneration"] == 1 and "run" not in st and "waiting" not in st
 
     assert "trackingUriSecretRef" in wait_warning(cluster, "bad", "InvalidSpec")
