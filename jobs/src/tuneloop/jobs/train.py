@@ -208,8 +208,10 @@ def run(args: argparse.Namespace, result: JobResult, started: float, progress: P
             baseline_shots=spec.evaluation.baseline.shots, max_seq_length=t.max_seq_length,
             predictions_path=str(storage / "evaluation" / "predictions.jsonl"),
             dataset_format=spec.dataset.format, dpo_beta=spec.dpo.beta)
-        held = champion.fetch(tracker.tracking_uri, spec.registry.model_name, spec.base_model.uri,
-                              prepared.summary.hash, spec.method, storage / "champion")
+        held = None  # the champion re-scored here only for the prompt → answer formats evaluate_run scores
+        if spec.dataset.format in datasets.EXTRA_FORMATS:
+            held = champion.fetch(tracker.tracking_uri, spec.registry.model_name, spec.base_model.uri,
+                                  prepared.summary.hash, spec.method, storage / "champion")
         if held is not None:
             request = dataclasses.replace(request, champion_dir=str(held.adapter_dir))
         evaluation = evaluating.evaluate_on_ray(request, spec.resources.gpus)
