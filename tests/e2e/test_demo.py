@@ -48,7 +48,7 @@ def test_make_demo_runs_the_loop_to_its_summary(tmp_path: Path):
     summary_path = tmp_path / "summary.json"
     proc, log = start_demo(tmp_path, marker, "--summary-json", str(summary_path))
     try:
-        watch(proc, marker, sessions, seen, lambda: proc.poll() is not None, 2400, log)
+        watch(proc, marker, sessions, seen, lambda: proc.poll() is not None, 3600, log)
         out = log.read_text()
         assert proc.returncode == 0, out[-6000:]
         assert len(seen) > 5  # the services, the operator and the job really ran
@@ -96,6 +96,23 @@ def test_make_demo_runs_the_loop_to_its_summary(tmp_path: Path):
     assert 0 < serving["p50Ms"] <= serving["p95Ms"], serving
     assert "invoices-extractor: phase Serving" in out and "p95 latency" in out
     assert "invoices-extractor" in summary["kubectl_mdep"]
+
+    # The closed loop (#9): the drift hurt, the monitor asked for one retrain on the labelled feedback, the
+    # retrain beat the champion re-scored on the new data, took the alias, was rolled out and recovered.
+    lp = summary["loop"]
+    print(f"closed loop: Q0 {lp['q0']} Q1 {lp['q1']} Q2 {lp['q2']} (target {lp['q2Target']}); "
+          f"requests {lp['requests']}; monitor {lp['monitor']}; retrain {lp['retrain']}")
+    assert lp["q0"] - lp["q1"] >= 0.2, lp
+    assert lp["q2"] >= lp["q1"] + 0.9 * (lp["q0"] - lp["q1"]), lp
+    assert lp["failures"] == 0 and lp["labelled"] > 0, lp
+    assert lp["versions"] == {"before": "1", "after": "3"}, lp  # v2 is the weaker run, kept challenger
+    assert lp["monitor"]["retrainsRequested"] == 1, lp
+    assert lp["monitor"]["driftShareAtTrigger"] > (lp["monitor"]["driftShareBefore"] or 0.0), lp
+    assert lp["monitor"]["reportUri"], lp
+    retrain = lp["retrain"]
+    assert retrain["addedExamples"] > 0 and retrain["datasetRows"] == 412 + retrain["addedExamples"], retrain
+    assert retrain["datasetHash"] != data["hash"] and "re-scored on this held-out set" in retrain["gate"], retrain
+    assert "Closed loop" in out and "Q2 drifted layout after the retrain" in out
 
 
 @pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])

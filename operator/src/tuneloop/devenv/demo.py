@@ -43,6 +43,7 @@ import yaml
 
 from tuneloop.api import constants
 from tuneloop.devenv import basemodel, controlplane, mlflow_server, processes, ray_head, tinymodel
+from tuneloop.devenv import demo_loop as loop
 from tuneloop.devenv import demo_progress as dp
 from tuneloop.devenv import demo_view as views
 from tuneloop.devenv.ports import free_port
@@ -56,6 +57,9 @@ DEPLOYMENT = "invoices-extractor"  # the ModelDeployment (examples/demo/03-…),
 DATASET_ROWS, DATASET_SEED, PII_EVERY, DUPLICATES = 400, 2026, 8, 12
 # The burst: invoices after the dataset's last row (never trained or evaluated on), one at a time.
 BURST_REQUESTS, BURST_MAX_TOKENS, BURST_TIMEOUT_SECONDS = 20, 96, 120.0
+# The closed loop: requests per phase (in-distribution, recovery), the most drifted requests to send
+# before the monitor must have asked for a retrain, and how long to wait for a check.
+LOOP_REQUESTS, DRIFT_MAX_REQUESTS, MONITOR_WAIT_SECONDS = 40, 300, 180.0
 SERVING_TIMEOUT_SECONDS = 900.0  # first deploy on a busy 2-core machine: Serve start, base model, adapter
 PLURALS = {"FineTune": "finetunes", constants.DEPLOYMENT_KIND: constants.DEPLOYMENT_PLURAL}
 
@@ -73,6 +77,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--workdir", type=Path, help="where logs, data and service state go (default: a temp folder)")
     p.add_argument("--summary-json", type=Path, help="also write the summary's facts here")
     p.add_argument("--timeout-seconds", type=float, default=1800, help="give up on a FineTune after this long")
+    p.add_argument("--no-loop", action="store_true",
+                   help="stop after serving the champion (skip drift, retrain, rollout and recovery)")
     return p.parse_args(argv)
 
 
@@ -84,7 +90,8 @@ def start_local_services(stack: contextlib.ExitStack, workdir: Path, view: views
     """Control plane, Ray head and MLflow server, started side by side; each stopped by `stack`."""
     ray_dir = Path(tempfile.mkdtemp(prefix="tl-demo-", dir="/tmp"))  # Ray's socket paths must stay short
     stack.callback(shutil.rmtree, ray_dir, True)
-    head = ray_head.RayHead(ray_dir, num_cpus=3)
+    # Logical CPUs: the Serve app (1.5) and a retrain (2 workers, then a 1-CPU evaluation task) at once.
+    head = ray_head.RayHead(ray_dir, num_cpus=4)
     mlflow = mlflow_server.MlflowServer(workdir / "mlflow")
     services: list[Any] = [head, mlflow]
     cp = None
@@ -353,6 +360,105 @@ def serve_champion(cluster: Cluster, manifest: dict[str, Any], version: str, vie
     return {**dp.summarize_serving(DEPLOYMENT, final, answers), "readySeconds": round(ready_seconds, 1)}
 
 
+def wait_monitor(cluster: Cluster, view: views.View, after: float, timeout_seconds: float,
+                 until: Any = None) -> dict[str, Any]:
+    """Wait for a monitor check that ran after `after` (epoch seconds) — or, with `until`, for the
+    deployment's status to satisfy it; a line per new check."""
+    deadline, last = time.monotonic() + timeout_seconds, ""
+    while True:
+        status = (cluster.get(DEPLOYMENT, constants.DEPLOYMENT_PLURAL) or {}).get("status") or {}
+        line = loop.monitor_line(status)
+        if line != last:
+            view.step(line)
+            last = line
+        checked = (status.get("lastMonitor") or {}).get("time")
+        if until(status) if until is not None else (checked and _epoch(checked) > after):
+            return status
+        if time.monotonic() > deadline:
+            raise DemoFailed(f"{NAMESPACE}/{DEPLOYMENT}: no monitor check in {timeout_seconds:.0f}s ({line})")
+        time.sleep(1)
+
+
+def _epoch(text: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def close_the_loop(cluster: Cluster, runs: RunReader, view: views.View, endpoint: str, version: str,
+                   timelines: dict[str, dp.Timeline], timeout_seconds: float) -> dict[str, Any]:
+    """In-distribution traffic, then the drifted layout until the monitor asks for a retrain, the retrain
+    through the gate to champion, its rollout, and drifted traffic again (see devenv.demo_loop)."""
+    start = DATASET_ROWS + BURST_REQUESTS
+    view.step(f"closed loop: {LOOP_REQUESTS} in-distribution invoices, 3 of 4 labelled by a person")
+    in_dist = loop.send(endpoint, tinymodel.invoice_examples(LOOP_REQUESTS, seed=DATASET_SEED, start=start), True,
+                        BURST_MAX_TOKENS, BURST_TIMEOUT_SECONDS)
+    view.step(f"in-distribution: field_f1 {loop.quality(in_dist, version)} (Q0) over {len(in_dist)} answers")
+    before = wait_monitor(cluster, view, time.time(), MONITOR_WAIT_SECONDS)
+    if before.get("retrainInFlight"):
+        raise DemoFailed(f"{DEPLOYMENT} asked for a retrain on in-distribution traffic: {loop.monitor_line(before)}")
+    view.step(f"drift: invoices from a new system in another layout ({' / '.join(tinymodel.DRIFT_TEMPLATES)[:90]}…), "
+              "sent until the monitor asks for a retrain")
+    asked: dict[str, Any] = {}
+
+    def retrain_asked(answers: list[loop.LoopAnswer]) -> bool:
+        if len(answers) % 10:
+            return False
+        status = (cluster.get(DEPLOYMENT, constants.DEPLOYMENT_PLURAL) or {}).get("status") or {}
+        view.step(f"drifted: {len(answers)} sent, field_f1 so far {loop.quality(answers, version)}; "
+                  f"{loop.monitor_line(status)}")
+        if status.get("retrainInFlight"):
+            asked.update(status)
+            return True
+        return False
+
+    drifted = loop.send(endpoint, tinymodel.drifted_invoice_examples(DRIFT_MAX_REQUESTS, seed=DATASET_SEED), True,
+                        BURST_MAX_TOKENS, BURST_TIMEOUT_SECONDS, retrain_asked)
+    if not asked:
+        raise DemoFailed(f"{DEPLOYMENT} never asked for a retrain over {len(drifted)} drifted requests: "
+                         f"{loop.monitor_line(cluster.get(DEPLOYMENT, constants.DEPLOYMENT_PLURAL) or {})}")
+    rid = asked["retrainInFlight"]
+    record = next((r for r in asked.get("retrainHistory") or [] if r.get("id") == rid), {})
+    added = record.get("addedData") or {}
+    view.step(f"retrain {rid} requested on FineTune {CHAMPION} with {added.get('examples', 0)} feedback examples: "
+              f"{record.get('reason', '')}")
+    retrain_started = time.monotonic()
+    deadline = time.monotonic() + timeout_seconds
+    while ((cluster.get(CHAMPION) or {}).get("status") or {}).get("handledRetrainRequest") != rid:
+        if time.monotonic() > deadline:
+            raise DemoFailed(f"{CHAMPION} never took retrain request {rid}")
+        time.sleep(1)
+    timelines.pop(CHAMPION, None)  # the first run's stages are in its summary already; time the retrain's
+    objects = watch(cluster, runs, [CHAMPION], view, timelines, timeout_seconds, CHAMPION)
+    retrained = dp.summarize(objects[CHAMPION].get("status") or {}, timelines.get(CHAMPION))
+    new_version = str(retrained["model"]["version"] or "")
+    if retrained["phase"] != "Succeeded" or retrained["model"]["alias"] != "champion":
+        raise DemoFailed(f"the retrain of {CHAMPION} ended {retrained['phase']} as {retrained['model']['alias']}: "
+                         f"{retrained['gate']['why']}")
+    view.step(f"retrain registered version {new_version} and took champion: {retrained['gate']['why']}")
+    status = wait_serving(cluster, view, new_version, SERVING_TIMEOUT_SECONDS)
+    retrain_seconds = time.monotonic() - retrain_started
+    recovery = loop.send(endpoint, tinymodel.drifted_invoice_examples(LOOP_REQUESTS, seed=DATASET_SEED + 1,
+                                                                      start=DRIFT_MAX_REQUESTS),
+                         False, BURST_MAX_TOKENS, BURST_TIMEOUT_SECONDS)
+    view.step(f"recovery: field_f1 {loop.quality(recovery, new_version)} (Q2) on new drifted invoices, "
+              f"served by version {new_version}")
+    final = (cluster.get(DEPLOYMENT, constants.DEPLOYMENT_PLURAL) or {}).get("status") or status
+    last_before = before.get("lastMonitor") or {}
+    last_asked = asked.get("lastMonitor") or {}
+    return loop.summarize_loop(
+        {"inDistribution": in_dist, "drifted": drifted, "recovery": recovery},
+        {"before": version, "after": new_version},
+        {"driftShareBefore": last_before.get("driftShare"), "qualityBefore": last_before.get("quality"),
+         "driftShareAtTrigger": last_asked.get("driftShare"), "qualityAtTrigger": last_asked.get("quality"),
+         "driftedColumns": last_asked.get("driftedColumns", []), "reportUri": last_asked.get("reportUri"),
+         "retrainsRequested": len(final.get("retrainHistory") or [])},
+        {"request": rid, "reason": record.get("reason"), "addedExamples": added.get("examples"),
+         "datasetRows": retrained["dataset"]["rows"], "datasetHash": retrained["dataset"]["hash"],
+         "version": new_version, "gate": retrained["gate"]["why"], "seconds": round(retrain_seconds, 1),
+         "gpuHours": retrained["cost"]["gpuHours"], "stageSeconds": retrained["stageSeconds"]})
+
+
 def check_serving(serving: Mapping[str, Any], champion_version: str) -> None:
     """The serving half of the demo's promise: the champion's version answered every request."""
     if serving["servedVersion"] != champion_version:
@@ -423,8 +529,12 @@ def run(args: argparse.Namespace, workdir: Path, view: views.View) -> dict[str, 
         summaries = {name: dp.summarize(ft.get("status") or {}, timelines.get(name)) for name, ft in objects.items()}
         serving: dict[str, Any] | None = None
         champion = summaries[CHAMPION]["model"]
+        closed: dict[str, Any] | None = None
         if champion["alias"] == "champion" and champion["version"]:
             serving = serve_champion(cluster, manifests[DEPLOYMENT], str(champion["version"]), view)
+            if not args.no_loop and not serving["failures"] and serving["endpoint"]:
+                closed = close_the_loop(cluster, runs, view, serving["endpoint"], str(champion["version"]),
+                                        timelines, args.timeout_seconds)
         view.close()
         model_name = manifests[CHAMPION]["spec"]["registry"]["modelName"]
         extra = {"namespace": NAMESPACE, "kubectl": kubectl_wide(kubeconfig),
@@ -435,8 +545,9 @@ def run(args: argparse.Namespace, workdir: Path, view: views.View) -> dict[str, 
         if args.keep:
             extra["keep"] = (f"everything is still running (KUBECONFIG={kubeconfig}); press Ctrl-C or "
                              f"`kill {os.getpid()}` to stop it all")
-        views.print_summary(summaries, extra, plain=isinstance(view, views.PlainView), serving=serving)
-        result = {"summaries": summaries, "serving": serving, **{k: v for k, v in extra.items() if k != "keep"}}
+        views.print_summary(summaries, extra, plain=isinstance(view, views.PlainView), serving=serving, loop=closed)
+        result = {"summaries": summaries, "serving": serving, "loop": closed,
+                  **{k: v for k, v in extra.items() if k != "keep"}}
         if args.summary_json:
             args.summary_json.parent.mkdir(parents=True, exist_ok=True)
             args.summary_json.write_text(dp.to_json(result))
@@ -448,6 +559,13 @@ def run(args: argparse.Namespace, workdir: Path, view: views.View) -> dict[str, 
         if serving is None:
             raise DemoFailed(f"{CHAMPION} is champion but {DEPLOYMENT} was not applied")
         check_serving(serving, str(champion["version"]))
+        if not args.no_loop:
+            if closed is None:
+                raise DemoFailed("the closed loop did not run")
+            try:
+                loop.check_loop(closed)
+            except ValueError as e:
+                raise DemoFailed(f"closed loop: {e}") from e
         if args.keep:
             with contextlib.suppress(KeyboardInterrupt):
                 signal.pause()

@@ -136,7 +136,7 @@ def _dataset_detail(tags: Mapping[str, str]) -> str:
 
 
 def print_summary(summaries: Mapping[str, Mapping[str, Any]], extra: Mapping[str, Any], plain: bool,
-                  serving: Mapping[str, Any] | None = None) -> None:
+                  serving: Mapping[str, Any] | None = None, loop: Mapping[str, Any] | None = None) -> None:
     """The closing summary: per FineTune, the champion served (demo_progress.summarize_serving), then how
     to look further."""
     console = Console(no_color=plain, soft_wrap=plain, width=None if not plain else 120)
@@ -162,6 +162,8 @@ def print_summary(summaries: Mapping[str, Mapping[str, Any]], extra: Mapping[str
         console.print(f"  wall time per stage: {stages}")
     if serving is not None:
         print_serving(console, serving)
+    if loop is not None:
+        print_loop(console, loop)
     if extra.get("kubectl"):
         console.print("\n$ kubectl get ft -o wide -n " + str(extra.get("namespace")))
         console.print(extra["kubectl"], markup=False, highlight=False)
@@ -186,6 +188,27 @@ def print_serving(console: Console, s: Mapping[str, Any]) -> None:
                       f"{', '.join(s['answeredBy']) or 'none'}")
     if s.get("firstFailure"):
         console.print(f"  first failure: {s['firstFailure']}", markup=False)
+
+
+def print_loop(console: Console, lp: Mapping[str, Any]) -> None:
+    """The closed loop: quality before the drift, under it, after the retrain; what the monitor saw; the retrain."""
+    console.print("\n[bold]Closed loop[/bold] (field_f1 of the served answers against the truth)")
+    v, m, r = lp["versions"], lp["monitor"], lp["retrain"]
+    console.print(f"  Q0 in-distribution, version {v['before']}: {_fmt(lp['q0'])}   "
+                  f"Q1 drifted layout, version {v['before']}: {_fmt(lp['q1'])}   "
+                  f"Q2 drifted layout after the retrain, version {v['after']}: {_fmt(lp['q2'])} "
+                  f"(needed ≥ {_fmt(lp['q2Target'])})", markup=False)
+    console.print(f"  requests: {lp['requests']}, {lp['labelled']} labelled by feedback, {lp['failures']} failed",
+                  markup=False)
+    console.print(f"  monitor: drift share {_fmt(m.get('driftShareBefore'))} before the drift, "
+                  f"{_fmt(m.get('driftShareAtTrigger'))} when it asked for the retrain "
+                  f"(drifted: {', '.join(m.get('driftedColumns') or []) or '-'}); "
+                  f"{m.get('retrainsRequested')} retrain(s) requested", markup=False)
+    console.print(f"  retrain {r['request']}: {r['addedExamples']} feedback examples added "
+                  f"({r['datasetRows']} rows, dataset {str(r['datasetHash'])[:12]}), version {r['version']} in "
+                  f"{r['seconds']:.0f}s, {r['gpuHours']:.3f} GPU-hours — {r['gate']}", markup=False)
+    if m.get("reportUri"):
+        console.print(f"  Evidently report: {m['reportUri']}", markup=False)
 
 
 def _ms(value: Any) -> str:

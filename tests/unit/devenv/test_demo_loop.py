@@ -1,0 +1,71 @@
+"""The demo's closed-loop figures as tables: Q0/Q1/Q2 on the version that served each phase, and the promise
+(the drift hurts by at least 0.2; the retrain wins back 90% of it) failing when it is not kept."""
+
+from __future__ import annotations
+
+import pytest
+
+from tuneloop.devenv import demo_loop as loop
+from tuneloop.devenv import tinymodel
+
+
+def answers(version: str, *f1s: float | None, status: int = 200) -> list[loop.LoopAnswer]:
+    return [loop.LoopAnswer(status, version if status == 200 else None, f1, labelled=True) for f1 in f1s]
+
+
+def summary(q0: list[loop.LoopAnswer], q1: list[loop.LoopAnswer], q2: list[loop.LoopAnswer],
+            before: str = "1", after: str = "3") -> dict:
+    return loop.summarize_loop({"inDistribution": q0, "drifted": q1, "recovery": q2},
+                               {"before": before, "after": after}, {}, {})
+
+
+def test_quality_is_the_mean_f1_of_answered_requests_of_that_version() -> None:
+    mixed = answers("1", 1.0, 0.5) + answers("3", 0.0) + answers("1", None, status=503)
+    assert loop.quality(mixed, "1") == 0.75
+    assert loop.quality(mixed) == 0.5
+    assert loop.quality(answers("1", None, status=0)) is None
+    assert loop.quality(answers("1", None)) == 0.0  # answered but unscorable counts as 0
+
+
+CASES = {
+    # (Q0 answers, Q1 answers, Q2 answers, versions) -> error substring (None: the promise holds)
+    "recovered past the target": ([0.97], [0.5], [0.96], ("1", "3"), None),
+    "exactly the target": ([1.0], [0.5], [0.95], ("1", "3"), None),
+    "short of the target": ([1.0], [0.5], [0.9], ("1", "3"), "did not recover"),
+    "drift did not hurt enough": ([0.9], [0.75], [0.9], ("1", "3"), "did not hurt enough"),
+    "no new version": ([0.97], [0.5], [0.96], ("1", "1"), "did not replace"),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES), ids=list(CASES))
+def test_check_loop(case: str) -> None:
+    q0, q1, q2, (before, after), error = CASES[case]
+    s = summary(answers(before, *q0), answers(before, *q1), answers(after, *q2), before, after)
+    if error is None:
+        loop.check_loop(s)
+    else:
+        with pytest.raises(ValueError, match=error):
+            loop.check_loop(s)
+
+
+def test_a_failed_request_breaks_the_promise() -> None:
+    s = summary(answers("1", 0.97), answers("1", 0.5) + answers("1", None, status=502), answers("3", 0.96))
+    assert s["failures"] == 1 and s["requests"] == {"inDistribution": 1, "drifted": 2, "recovery": 1}
+    with pytest.raises(ValueError, match="1 requests of the loop failed"):
+        loop.check_loop(s)
+
+
+def test_q2_counts_only_the_new_versions_answers() -> None:
+    s = summary(answers("1", 0.97), answers("1", 0.5), answers("1", 0.5) + answers("3", 1.0))
+    assert s["q2"] == 1.0 and s["q2Target"] == pytest.approx(0.5 + 0.9 * 0.47)
+
+
+def test_the_drifted_layout_is_new_and_keeps_the_values_verbatim() -> None:
+    drifted = tinymodel.drifted_invoice_examples(20, seed=3)
+    original = {r["prompt"].split("\n", 1)[1][:8] for r in tinymodel.invoice_examples(200, seed=3)}
+    assert all(r["prompt"].split("\n", 1)[1][:8] not in original for r in drifted)
+    import json
+    for r in drifted:
+        fields = json.loads(r["completion"])
+        assert all(str(v) in r["prompt"] for v in fields.values())
+    assert tinymodel.drifted_invoice_examples(5, seed=3) == drifted[:5]
