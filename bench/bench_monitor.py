@@ -103,19 +103,87 @@ def write_log(frame: Any, root: Path) -> datetime:
     return start
 
 
+_CHECK_FRAMES: dict[str, Any] = {}
+
+
+def _frames_check(request: dict[str, Any]) -> dict[str, Any]:
+    """A check function as TUNELOOP_MONITOR_CHECK names one: the real `checking.check` on prepared frames."""
+    summary = checking.check(_CHECK_FRAMES["reference"], _CHECK_FRAMES["current"], _CHECK_FRAMES["config"])
+    return {"samples": summary.samples, "drift_share": summary.drift_share}
+
+
+def reconcile_under_checks(reference: Any, current: Any, config: Any, checks: int, max_checks: int,
+                           reconciles: int) -> dict[str, Any]:
+    """What `checks` monitor checks running at once (in the operator's pool of `max_checks` threads) cost the
+    event loop: the wall time of FineTune reconcile passes (the real FineTuneReconciler over in-memory clients
+    behind our interfaces, a run being polled) and the loop's lag on a 10 ms sleep, with and without them."""
+    import asyncio
+
+    from tests.unit.operator.test_reconciler import NAME, NS, World
+    from tuneloop.operator.clients.monitor import ThreadedMonitor
+
+    _CHECK_FRAMES.update(reference=reference, current=current, config=config)
+    sys.modules.setdefault("bench_monitor_checks", sys.modules[__name__])
+
+    async def passes(world: World) -> tuple[list[float], list[float]]:
+        durations, lags = [], []
+        for _ in range(reconciles):
+            started = time.perf_counter()
+            await world.op.reconcile(NS, NAME)
+            durations.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            await asyncio.sleep(0.01)
+            lags.append(time.perf_counter() - started - 0.01)
+        return durations, lags
+
+    def measure(with_checks: bool) -> dict[str, Any]:
+        world = World(mode="ExistingCluster")
+        world.reconcile()  # launched; every later pass polls the Ray job
+
+        async def run() -> tuple[list[float], list[float], float]:
+            pool = ThreadedMonitor("bench_monitor_checks:_frames_check", max_checks)
+            try:
+                pending = [asyncio.ensure_future(pool.check({})) for _ in range(checks)] if with_checks else []
+                await asyncio.sleep(0.05)  # the checks are running
+                durations, lags = await passes(world)
+                busy = sum(not t.done() for t in pending)
+                await asyncio.gather(*pending)
+                return durations, lags, busy
+            finally:
+                pool.close()
+
+        durations, lags, busy = asyncio.run(run())
+        return {"reconcile_p50_ms": round(statistics.median(durations) * 1000, 2),
+                "reconcile_p95_ms": round(sorted(durations)[int(0.95 * (len(durations) - 1))] * 1000, 2),
+                "loop_lag_p50_ms": round(statistics.median(lags) * 1000, 2),
+                "loop_lag_max_ms": round(max(lags) * 1000, 2), "checks_still_running_at_end": busy}
+
+    quiet, loaded = measure(False), measure(True)
+    return {"checks": checks, "max_checks": max_checks, "reconciles": reconciles, "rows": len(current),
+            "without_checks": quiet, "with_checks": loaded,
+            "reconcile_p50_ratio": round(loaded["reconcile_p50_ms"] / max(quiet["reconcile_p50_ms"], 1e-6), 2)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="bench/results/monitor.json")
     parser.add_argument("--rows", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--reference-rows", type=int, default=2_000)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--checks", type=int, default=20, help="checks at once for the reconcile-latency figure")
+    parser.add_argument("--max-checks", type=int, default=2, help="the operator's TUNELOOP_MONITOR_MAX_CHECKS")
+    parser.add_argument("--reconciles", type=int, default=200)
+    parser.add_argument("--only-reconcile", action="store_true", help="skip the check-time figures")
     args = parser.parse_args()
     warnings.simplefilter("ignore", RuntimeWarning)
 
     reference = traffic.frame(args.reference_rows, seed=1)
     config = checking.CheckConfig(min_samples=100, quality_metric="exact_match")
     results: list[dict[str, Any]] = []
-    for rows in args.rows:
+    under = reconcile_under_checks(reference, window(10_000, seed=2), config, args.checks, args.max_checks,
+                                   args.reconciles)
+    print(json.dumps(under), flush=True)
+    for rows in [] if args.only_reconcile else args.rows:
         current = window(rows, seed=2)
         check_s, check_runs, summary = timed(partial(checking.check, reference, current, config), args.repeats)
         uncapped = replace(config, max_drift_rows=None)
@@ -151,6 +219,8 @@ def main() -> None:
         "drift_columns": list(columns.DEFAULT_COLUMNS), "repeats": args.repeats,
         "goal": "check < 3 s at 100k rows and <= 1.2x bare Evidently",
         "results": results,
+        "reconcile_under_checks": under,
+        "reconcile_goal": "FineTune reconcile latency while 20 checks run within 1.2x of no checks",
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
