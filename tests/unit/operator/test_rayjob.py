@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import yaml
@@ -130,7 +130,7 @@ RAYJOB_CASES = {
     "failed job, deployment stuck, fresh by rayJobInfo (#3553)": (
         rj(jobDeploymentStatus="Running", jobStatus="FAILED", rayJobInfo={"endTime": "2026-01-01T11:59:30Z"}),
         "Running", False),
-    "stopped job, deployment stuck, no end time: left to the deadline": (
+    "stopped job, deployment stuck, no end time, first sighting (#3553)": (
         rj(jobDeploymentStatus="Running", jobStatus="STOPPED"), "Running", False),
     "waiting (cluster selector, no cluster yet)": (rj(jobDeploymentStatus="Waiting"), "Pending", False),
     "retrying": (rj(jobDeploymentStatus="Retrying", jobStatus="FAILED"), "Pending", False),
@@ -148,6 +148,33 @@ def test_observe_rayjob(case: str) -> None:
     obj, state, needs_stop = RAYJOB_CASES[case]
     obs = observe_rayjob(obj, NOW, inconsistent_grace_seconds=120)
     assert (obs.state, obs.needs_stop) == (state, needs_stop)
+
+
+# A KubeRay that never reports rayJobInfo in the #3553 state: the grace is timed from tuneloop's own
+# first sighting (status.run.inconsistentSince), passed back in as `inconsistent_since`.
+STUCK = {"jobDeploymentStatus": "Running", "jobStatus": "FAILED"}
+INCONSISTENT_CASES = {
+    "first sighting: to be recorded, still running": (rj(**STUCK), None, "Running", True),
+    "seen within the grace": (rj(**STUCK), NOW - timedelta(seconds=60), "Running", True),
+    "seen longer than the grace ago: failed and stopped": (rj(**STUCK), NOW - timedelta(seconds=121), "Failed",
+                                                            True),
+    "stopped job seen longer than the grace ago": (rj(jobDeploymentStatus="Running", jobStatus="STOPPED"),
+                                                  NOW - timedelta(seconds=300), "Failed", True),
+    "rayJobInfo's end time, when reported, times the grace": (
+        rj(**STUCK, rayJobInfo={"endTime": "2026-01-01T11:59:30Z"}), NOW - timedelta(seconds=300), "Running", True),
+    "the state cleared (deployment Complete): not inconsistent": (
+        rj(jobDeploymentStatus="Complete", jobStatus="FAILED"), NOW - timedelta(seconds=300), "Failed", False),
+    "a running job is not inconsistent": (rj(jobDeploymentStatus="Running", jobStatus="RUNNING"), None, "Running",
+                                          False),
+}
+
+
+@pytest.mark.parametrize("case", list(INCONSISTENT_CASES), ids=list(INCONSISTENT_CASES))
+def test_inconsistent_grace_without_rayjobinfo(case: str) -> None:
+    obj, since, state, inconsistent = INCONSISTENT_CASES[case]
+    obs = observe_rayjob(obj, NOW, 120, inconsistent_since=since)
+    assert (obs.state, obs.inconsistent) == (state, inconsistent)
+    assert obs.needs_stop == (state == "Failed" and inconsistent)
 
 
 @pytest.mark.parametrize(("info", "state"), [

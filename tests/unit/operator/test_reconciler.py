@@ -220,6 +220,33 @@ def test_unknown_rayjob_state_is_a_visible_condition(phase_before: str) -> None:
     assert w.status["phase"] == "Running" and w.ready()["reason"] == "Training"
 
 
+def test_rayjob_stuck_without_rayjobinfo_fails_after_the_grace_from_its_first_sighting() -> None:
+    """kuberay #3553 from a KubeRay that never reports rayJobInfo: the grace (10 s here) is timed from
+    when tuneloop first saw the state, kept in status so an operator restart does not start it again."""
+    w = World()
+    w.reconcile()
+    w.kube.set_rayjob_status(jobDeploymentStatus="Running", jobStatus="RUNNING")
+    w.reconcile()
+    assert "inconsistentSince" not in w.status["run"]
+    w.clock.advance(5)
+    first_seen = w.clock.now
+    w.kube.set_rayjob_status(jobDeploymentStatus="Running", jobStatus="FAILED")
+    w.reconcile()
+    assert w.status["phase"] == "Running" and w.status["run"]["attempt"] == 1
+    assert datetime.fromisoformat(w.status["run"]["inconsistentSince"]) == first_seen
+    w.clock.advance(8)
+    w.restart()
+    w.reconcile()
+    assert w.status["run"]["attempt"] == 1
+    assert datetime.fromisoformat(w.status["run"]["inconsistentSince"]) == first_seen
+    w.clock.advance(3)
+    w.reconcile()
+    assert w.status["run"]["attempt"] == 2 and w.ready()["reason"] == "Retrying"
+    assert w.status["attempts"][0]["outcome"] == "Failed" and "kuberay #3553" in w.status["attempts"][0]["reason"]
+    assert "inconsistentSince" not in w.status["run"]  # the new attempt starts clean
+    assert [key[1] for key in w.kube.rayjobs] == [w.status["run"]["rayJobName"]]  # the stuck one was deleted
+
+
 def test_rayjob_data_invalid_from_the_jobs_own_document_is_not_retried() -> None:
     """RayJob mode: the only failure report is the job's document on MLflow; KubeRay says AppFailed."""
     w = World(backoffLimit=3)

@@ -361,6 +361,12 @@ class RunStatus(ApiModel):
     attempt_start_time: datetime | None = Field(default=None, description="When the current attempt launched.")
     result_uri: str | None = Field(default=None, description="Where the job writes its result JSON.")
     message: str | None = Field(default=None, description="Last message from Ray about this run.")
+    inconsistent_since: datetime | None = Field(
+        default=None, description="When tuneloop first saw the current attempt's Ray job ended (jobStatus FAILED "
+        "or STOPPED) while KubeRay's jobDeploymentStatus stayed Running (kuberay #3553). The attempt fails "
+        "TUNELOOP_INCONSISTENT_GRACE_SECONDS after the Ray job's end (status.rayJobInfo.endTime), or after this "
+        "time when KubeRay reports no end time. Cleared when the state clears or a new attempt launches.",
+    )
 
 
 class AttemptRecord(ApiModel):

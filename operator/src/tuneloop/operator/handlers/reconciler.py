@@ -265,7 +265,7 @@ class FineTuneReconciler:
             info = await self.clients.ray.get_job(address, run.submission_id or "")
             return observe_submission(info, run.dashboard_url)
         obj = await self.clients.kube.get_rayjob(o.namespace, run.ray_job_name or "")
-        return observe_rayjob(obj, o.now, self.settings.inconsistent_grace_seconds)
+        return observe_rayjob(obj, o.now, self.settings.inconsistent_grace_seconds, run.inconsistent_since)
 
     async def find_result(self, o: Observed) -> ResultLookup:
         """The attempt's JobResult: the local file (ExistingCluster), else the MLflow run's artifact."""

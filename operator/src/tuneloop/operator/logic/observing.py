@@ -51,6 +51,9 @@ class JobObservation:
     needs_stop: bool = False
     # False when a new attempt of the same spec would fail the same way (KubeRay's ValidationFailed).
     retryable: bool = True
+    # True in the #3553 state (the Ray job ended, the deployment still Running): the caller records
+    # when it first saw it (`status.run.inconsistentSince`) and passes that back as `inconsistent_since`.
+    inconsistent: bool = False
 
 
 MISSING = JobObservation(state="Missing")
@@ -65,8 +68,10 @@ def _parse_time(value: Any) -> datetime | None:
         return None
 
 
-def observe_rayjob(rayjob: dict[str, Any] | None, now: datetime, inconsistent_grace_seconds: float) -> JobObservation:
-    """Interpret a RayJob's status (None when the RayJob does not exist)."""
+def observe_rayjob(rayjob: dict[str, Any] | None, now: datetime, inconsistent_grace_seconds: float,
+                   inconsistent_since: datetime | None = None) -> JobObservation:
+    """Interpret a RayJob's status (None when the RayJob does not exist). `inconsistent_since` is when
+    tuneloop first saw this RayJob in the #3553 state, if it did (see below)."""
     if rayjob is None:
         return MISSING
     status = rayjob.get("status") or {}
@@ -123,15 +128,18 @@ def observe_rayjob(rayjob: dict[str, Any] | None, now: datetime, inconsistent_gr
         # #3553: the Ray job ended but the deployment stays Running. Give KubeRay a grace period,
         # counted from the Ray job's end: `rayJobInfo.endTime` (from the Ray dashboard). KubeRay sets
         # `status.endTime` only when the deployment turns Complete/Failed, which is what did not happen.
-        ended = _parse_time((status.get("rayJobInfo") or {}).get("endTime")) or _parse_time(status.get("endTime"))
+        # A KubeRay that reports no rayJobInfo leaves only tuneloop's own first sighting of the state,
+        # kept in status so the grace survives operator restarts.
+        ended = (_parse_time((status.get("rayJobInfo") or {}).get("endTime")) or _parse_time(status.get("endTime"))
+                 or inconsistent_since)
         if ended is not None and (now - ended).total_seconds() > inconsistent_grace_seconds:
             return JobObservation(
                 "Failed", "AppFailed",
                 f"Ray job {job} but jobDeploymentStatus stayed {deployment or 'empty'} for more than "
                 f"{inconsistent_grace_seconds:.0f}s (kuberay #3553); {message}".rstrip("; "),
-                needs_stop=True, **common,
+                needs_stop=True, inconsistent=True, **common,
             )
-        return JobObservation("Running", "Finishing", message, **common)
+        return JobObservation("Running", "Finishing", message, inconsistent=True, **common)
     if deployment in ("", "Initializing", "Waiting") or job in ("", "PENDING"):
         return JobObservation("Pending", "RayClusterProvisioning", message, **common)
     return JobObservation("Running", "Training", message, **common)

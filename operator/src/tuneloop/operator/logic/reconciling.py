@@ -232,7 +232,7 @@ def _launch(o: Observed, p: Policy, st: FineTuneStatus, attempt: int, retrying: 
     run.attempt_start_time = o.now
     run.start_time = run.start_time or o.now
     run.end_time = None
-    run.job_status = run.job_deployment_status = run.ray_cluster_name = run.message = None
+    run.job_status = run.job_deployment_status = run.ray_cluster_name = run.message = run.inconsistent_since = None
     run.submission_id = naming.submission_id(o.uid, run.number, attempt)
     experiment = naming.experiment_name(o.namespace, o.name, o.spec)
     if o.spec.ray.mode == "RayJob":
@@ -292,6 +292,8 @@ def _watch(o: Observed, p: Policy, st: FineTuneStatus) -> Plan:
     run.dashboard_url = job.dashboard_url or run.dashboard_url
     run.ray_cluster_name = job.cluster_name or run.ray_cluster_name
     run.message = c.truncate(job.message, 512) if job.message else run.message
+    # The first sighting of kuberay #3553 times its grace when KubeRay reports no rayJobInfo.endTime.
+    run.inconsistent_since = (run.inconsistent_since or o.now) if job.inconsistent else None
     where = f"RayJob {o.namespace}/{run.ray_job_name}" if run.ray_job_name else f"submission {run.submission_id}"
     if job.state == "Missing":
         if st.phase == "Launching":  # launched by a plan whose status write was lost, or not yet: ensure
