@@ -92,6 +92,7 @@ class FakeRay:
         self.submits = 0
         self.stopped: list[str] = []
         self.down = False
+        self.lose_responses = False  # a submission reaches Ray, its response does not reach us
         self.crasher = crasher or Crasher()
 
     async def get_job(self, address: str, submission_id: str) -> dict[str, Any] | None:
@@ -106,6 +107,8 @@ class FakeRay:
         if body["submission_id"] not in self.jobs:
             self.submits += 1
             self.jobs[body["submission_id"]] = {"status": "PENDING", "entrypoint": body["entrypoint"]}
+        if self.lose_responses:
+            raise Unavailable("ray's response was lost", "ray")
 
     async def stop_job(self, address: str, submission_id: str) -> bool:
         if self.down:

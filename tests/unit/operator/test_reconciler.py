@@ -405,6 +405,54 @@ def test_cleanup_deletes_children_and_gives_up_on_unreachable_ray() -> None:
     assert w2.kube.rayjobs == {} and w2.kube.configmaps == {}
 
 
+def _lose_first_submission(w: World) -> None:
+    w.ray.lose_responses = True
+    w.reconcile()
+    assert w.status["phase"] == "Pending" and "run" not in w.status
+
+
+def _lose_a_retry(w: World) -> None:
+    w.reconcile()
+    w.ray.jobs[w.status["run"]["submissionId"]]["status"] = "FAILED"
+    w.ray.lose_responses = True
+    w.reconcile()
+    assert w.status["run"]["attempt"] == 1 and not w.status.get("attempts")  # the retry was not recorded
+
+
+def _lose_a_new_runs_launch(w: World) -> None:
+    run_to_end(w)
+    w.update_spec(training={"epochs": 5})
+    w.ray.lose_responses = True
+    w.reconcile()
+    assert w.status["phase"] == "Pending" and w.status["run"]["number"] == 1  # run 2 was not recorded
+
+
+@pytest.mark.parametrize(("story", "lost"), [(_lose_first_submission, (1, 1)), (_lose_a_retry, (1, 2)),
+                                             (_lose_a_new_runs_launch, (2, 1))],
+                         ids=["first submission", "retry", "new run after a spec change"])
+def test_deletion_stops_a_submission_whose_response_was_lost(story: Any, lost: tuple[int, int]) -> None:
+    """ExistingCluster: the submission reached Ray, its response did not reach the operator, so status
+    never recorded it; deletion finds it by its predictable submission id and stops it."""
+    w = World("ExistingCluster")
+    story(w)
+    lost_id = f"tuneloop-{UID}-r{lost[0]}-a{lost[1]}"
+    assert w.ray.jobs[lost_id]["status"] == "PENDING"
+    w.ray.lose_responses = False
+    w.body["metadata"]["deletionTimestamp"] = w.clock.now.isoformat()
+    asyncio.run(w.op.cleanup(w.body))
+    assert w.ray.jobs[lost_id]["status"] == "STOPPED"
+    assert not any(kind == "Warning" and reason == "CleanupAbandoned" for kind, reason, _ in w.events.events)
+
+
+def test_deleting_a_finished_finetune_asks_nothing_of_ray() -> None:
+    w = World("ExistingCluster")
+    run_to_end(w)
+    w.ray.down = True  # a Ray cluster gone since: deletion must not wait on it
+    w.body["metadata"]["deletionTimestamp"] = w.clock.now.isoformat()
+    asyncio.run(w.op.cleanup(w.body))
+    assert w.ray.stopped == [] and w.events.events[-1][1] != "CleanupAbandoned"
+
+
 def test_first_look_with_a_given_body_saves_the_get() -> None:
     w = World()
     gets: list[str] = []

@@ -36,7 +36,7 @@ from tuneloop.operator.clients.errors import ClientError, Unavailable
 from tuneloop.operator.clients.kube import Events, Kube
 from tuneloop.operator.clients.mlflow import Registry
 from tuneloop.operator.clients.ray import RayJobs
-from tuneloop.operator.logic import launching, naming, rayjob, reconciling
+from tuneloop.operator.logic import deleting, launching, naming, rayjob, reconciling
 from tuneloop.operator.logic.observing import JobObservation, observe_rayjob, observe_submission
 from tuneloop.operator.logic.plans import (
     Action,
@@ -332,22 +332,21 @@ class FineTuneReconciler:
     # --- deletion ------------------------------------------------------------------------------
 
     async def cleanup(self, body: dict[str, Any]) -> None:
-        """Stop the job and delete children. Raises ClientError to be retried until the deadline,
-        after which it gives up with a Warning event so deletion never blocks forever."""
+        """Stop the jobs `logic.deleting` names (lost submissions included) and delete children. Raises
+        ClientError to be retried until the deadline, after which it gives up with a Warning event so
+        deletion never blocks forever."""
         meta = body["metadata"]
         status = FineTuneStatus.model_validate(body.get("status") or {})
-        run = status.run
         try:
             spec: FineTuneSpec | None = FineTuneSpec.model_validate(body.get("spec") or {})
         except ValidationError:
             spec = None
-        stop = None
-        if run is not None and status.phase in reconciling.ACTIVE_PHASES and run.attempt > 0:
-            stop = StopJob(run.mode or "RayJob", run.number, run.attempt, run.ray_job_name, run.submission_id,
-                           spec.ray.address if spec else None)
+        stops = deleting.decide_cleanup(
+            status, spec, meta["uid"], meta.get("generation", 0),
+            (meta.get("annotations") or {}).get(constants.ANNOTATION_RETRAIN_REQUEST))
         selector = f"{constants.LABEL_FINETUNE}={naming.label_value(meta['name'])}"
         try:
-            if stop is not None:
+            for stop in stops:
                 await self.stop(meta["namespace"], stop)
             await self.clients.kube.delete_children(meta["namespace"], selector, meta["uid"])
         except ClientError as e:
@@ -355,7 +354,8 @@ class FineTuneReconciler:
             waited = (self.clock() - deleted_at).total_seconds()
             if waited < self.settings.delete_timeout_seconds:
                 raise
-            what = f"submission {stop.submission_id} at {stop.address}" if stop and stop.submission_id else "children"
+            ids = [s.submission_id for s in stops if s.mode == "ExistingCluster" and s.submission_id and s.address]
+            what = f"submission(s) {', '.join(ids)} at {stops[0].address}" if ids else "children"
             await self.clients.events.emit(body, "Warning", "CleanupAbandoned", c.truncate(
                 f"gave up stopping {what} after {waited:.0f}s: {e}. Stop it by hand (ray job stop --address "
                 f"<address> <submission id>) and delete leftover RayJobs labelled {selector}"))
