@@ -7,6 +7,7 @@ call raises `Killed`, which nothing in the operator catches, like a SIGKILL betw
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from typing import Any
 
 from tuneloop.api import constants
@@ -75,11 +76,11 @@ class FakeKube:
             self.configmaps.pop(k, None)
         return len(owned)
 
-    async def annotate_finetune(self, namespace: str, name: str, key: str, value: str) -> None:
+    async def annotate_finetune(self, namespace: str, name: str, annotations: Mapping[str, str]) -> None:
         self.crasher.tick()
         body = self.finetunes.get((namespace, name))
         if body is not None:
-            body["metadata"].setdefault("annotations", {})[key] = value
+            body["metadata"].setdefault("annotations", {}).update(annotations)
 
     def set_rayjob_status(self, **status: Any) -> None:
         for rj in self.rayjobs.values():

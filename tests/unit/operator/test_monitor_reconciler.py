@@ -11,6 +11,7 @@ import copy
 import functools
 import threading
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -83,16 +84,19 @@ class Kube:
     async def get_finetune(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self.ft
 
-    async def annotate_finetune(self, namespace: str, name: str, key: str, value: str) -> None:
+    async def annotate_finetune(self, namespace: str, name: str, annotations: Mapping[str, str]) -> None:
         if self.fail_annotate:
             raise RuntimeError("killed between the status write and the annotation")
         assert self.ft is not None
-        if key in (constants.ANNOTATION_RETRAIN_REASON, constants.ANNOTATION_RETRAIN_DATA):
-            assert value.split(":", 1)[0] not in [v for _, v in self.annotations], "reason and data come first"
-        else:
-            assert key == constants.ANNOTATION_RETRAIN_REQUEST
-            self.annotations.append((name, value))
-        self.ft["metadata"]["annotations"][key] = value
+        request = annotations[constants.ANNOTATION_RETRAIN_REQUEST]
+        # The request arrives with its reason (and data) in the same patch, never before them.
+        assert annotations[constants.ANNOTATION_RETRAIN_REASON].startswith(f"{request}:"), annotations
+        data = annotations.get(constants.ANNOTATION_RETRAIN_DATA)
+        assert data is None or data.startswith(f"{request}:"), annotations
+        assert set(annotations) <= {constants.ANNOTATION_RETRAIN_REQUEST, constants.ANNOTATION_RETRAIN_REASON,
+                                    constants.ANNOTATION_RETRAIN_DATA}
+        self.annotations.append((name, request))
+        self.ft["metadata"]["annotations"].update(annotations)
 
 
 class Scripted:

@@ -15,7 +15,7 @@ import contextlib
 import json
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
@@ -64,7 +64,7 @@ class Kube(Protocol):
     async def get_rayjob(self, namespace: str, name: str) -> dict[str, Any] | None: ...
     async def delete_rayjob(self, namespace: str, name: str) -> None: ...
     async def delete_children(self, namespace: str, label_selector: str, owner_uid: str) -> int: ...
-    async def annotate_finetune(self, namespace: str, name: str, key: str, value: str) -> None: ...
+    async def annotate_finetune(self, namespace: str, name: str, annotations: Mapping[str, str]) -> None: ...
 
 
 class Events(Protocol):
@@ -223,12 +223,12 @@ class RealKube:
             raise
         return True
 
-    async def annotate_finetune(self, namespace: str, name: str, key: str, value: str) -> None:
-        """Set one annotation (merge patch); a FineTune that no longer exists is not an error."""
+    async def annotate_finetune(self, namespace: str, name: str, annotations: Mapping[str, str]) -> None:
+        """Set annotations in one merge patch (all or none); a FineTune that no longer exists is not an error."""
         try:
             await self._call(f"annotate FineTune {namespace}/{name}", self._custom.patch_namespaced_custom_object,
                              constants.GROUP, constants.VERSION, namespace, constants.FINETUNE_PLURAL, name,
-                             {"metadata": {"annotations": {key: value}}})
+                             {"metadata": {"annotations": dict(annotations)}})
         except Rejected as e:
             if not (isinstance(e.__cause__, ApiException) and e.__cause__.status == 404):
                 raise

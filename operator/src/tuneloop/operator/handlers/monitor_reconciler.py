@@ -13,7 +13,7 @@ id, so the FineTune controller starts one run for it, never two.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -29,10 +29,10 @@ from tuneloop.api.deployment import (
     MonitorResult,
     RetrainRecord,
 )
-from tuneloop.api.finetune import FineTuneStatus
+from tuneloop.api.finetune import FineTuneStatus, TrainingResources
 from tuneloop.operator.clients import monitor as mon
 from tuneloop.operator.clients.kube import Events
-from tuneloop.operator.logic import cost, retraining, serveconfig
+from tuneloop.operator.logic import retraining, serveconfig
 from tuneloop.operator.logic.monitor_verdict import (
     MonitorVerdict,
     Window,
@@ -68,26 +68,6 @@ def _feedback(raw: dict[str, Any] | None) -> FeedbackData | None:
         return None
 
 
-def retrain_outcome(ft_status: FineTuneStatus) -> str:
-    """How a finished retrain run ended for the deployment: promoted (Succeeded), kept challenger by the gate
-    (NotPromoted: the old champion keeps serving), or Failed."""
-    if ft_status.phase != "Succeeded":
-        return "Failed"
-    return "Succeeded" if ft_status.promotion is None or ft_status.promotion.promoted else "NotPromoted"
-
-
-def run_gpu_hours(ft: dict[str, Any], ft_status: FineTuneStatus) -> float:
-    """GPU-hours of the current run's attempts (what the budget in spec.retraining counts)."""
-    run = ft_status.run
-    resources = (ft.get("spec") or {}).get("resources") or {}
-    if run is None:
-        return 0.0
-    hours = sum(cost.attempt_gpu_hours(a.start_time, a.end_time, int(resources.get("gpus") or 0),
-                                       int(resources.get("workers") or 1))
-                for a in ft_status.attempts if a.run == run.number)
-    return round(hours, 6)
-
-
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -120,7 +100,7 @@ class MonitorKube(Protocol):
     async def write_modeldeployment_status_if(self, namespace: str, name: str, status: dict[str, Any],
                                               resource_version: str) -> bool: ...
     async def get_finetune(self, namespace: str, name: str) -> dict[str, Any] | None: ...
-    async def annotate_finetune(self, namespace: str, name: str, key: str, value: str) -> None: ...
+    async def annotate_finetune(self, namespace: str, name: str, annotations: Mapping[str, str]) -> None: ...
 
 
 class MonitorReconciler:
@@ -285,15 +265,13 @@ class MonitorReconciler:
             self.metrics.retrains.labels(namespace=namespace, deployment=name, outcome=outcome, reason=reason).inc()
         if effects.annotate is not None and spec.fine_tune_ref is not None:
             rec = next((r for r in st.retrain_history if r.id == effects.annotate), None)
-            if rec is not None:  # first the reason and data, so the FineTune has them when the request wakes it
-                await self.kube.annotate_finetune(namespace, spec.fine_tune_ref.name,
-                                                  constants.ANNOTATION_RETRAIN_REASON, retrain_reason(fresh, rec))
+            # One patch: the request never wakes the FineTune without its reason and data.
+            annotations = {constants.ANNOTATION_RETRAIN_REQUEST: effects.annotate}
+            if rec is not None:
+                annotations[constants.ANNOTATION_RETRAIN_REASON] = retrain_reason(fresh, rec)
                 if rec.added_data is not None:
-                    await self.kube.annotate_finetune(namespace, spec.fine_tune_ref.name,
-                                                      constants.ANNOTATION_RETRAIN_DATA,
-                                                      f"{rec.id}: {rec.added_data.uri}")
-            await self.kube.annotate_finetune(namespace, spec.fine_tune_ref.name,
-                                              constants.ANNOTATION_RETRAIN_REQUEST, effects.annotate)
+                    annotations[constants.ANNOTATION_RETRAIN_DATA] = f"{rec.id}: {rec.added_data.uri}"
+            await self.kube.annotate_finetune(namespace, spec.fine_tune_ref.name, annotations)
         return st
 
     def verdict_events(self, verdict: MonitorVerdict, st: ModelDeploymentStatus) -> list[tuple[str, str, str]]:
@@ -337,11 +315,13 @@ class MonitorReconciler:
                 effects.events.append(("Warning", REASON_RETRAIN_DONE, f"retrain {rid}: FineTune {ft_name} is gone"))
                 effects.counts.append(("failed", "FineTuneGone"))
             elif ours and ft_status.phase in ("Succeeded", "Failed"):
-                outcome = retrain_outcome(ft_status)
+                outcome = retraining.run_outcome(ft_status.phase, ft_status.promotion)
                 if rec is not None:
                     rec.version = ft_status.model.version if ft_status.model else None
                     rec.run = run.number if run else None
-                    rec.gpu_hours = run_gpu_hours(ft or {}, ft_status)
+                    resources = TrainingResources.model_validate(((ft or {}).get("spec") or {}).get("resources") or {})
+                    rec.gpu_hours = retraining.run_gpu_hours(ft_status.attempts, run.number if run else None,
+                                                             resources.gpus, resources.workers)
                 self._finish(st, rec, outcome, now)
                 what = {"Succeeded": "succeeded and was promoted", "Failed": "failed",
                         "NotPromoted": "registered a version the gate kept challenger; the champion keeps serving"}

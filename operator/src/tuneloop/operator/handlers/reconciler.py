@@ -318,8 +318,8 @@ class FineTuneReconciler:
         elif isinstance(action, SetAlias):
             await self.clients.registry.set_alias(uri, action.model_name, action.alias, action.version)
         elif isinstance(action, NudgeFineTune):
-            await self.clients.kube.annotate_finetune(action.namespace, action.name, constants.ANNOTATION_ALIAS_CHECK,
-                                                      action.value)
+            await self.clients.kube.annotate_finetune(action.namespace, action.name,
+                                                      {constants.ANNOTATION_ALIAS_CHECK: action.value})
 
     async def stop(self, namespace: str, action: StopJob) -> None:
         if action.mode == "ExistingCluster":

@@ -23,7 +23,9 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from tuneloop.api import constants
-from tuneloop.api.deployment import RetrainingSpec, RetrainRecord
+from tuneloop.api.deployment import RetrainingSpec, RetrainRecord, RetrainState
+from tuneloop.api.finetune import AttemptRecord, PromotionStatus
+from tuneloop.operator.logic import cost
 
 DAY = timedelta(hours=24)
 # Requests that count against cooldown, daily cap and budget: they were sent to the FineTune.
@@ -62,6 +64,22 @@ class RetrainDecision:
     reason: str
     message: str
     request_id: str | None = None
+
+
+def run_outcome(phase: str | None, promotion: PromotionStatus | None) -> RetrainState:
+    """How a finished retrain run ended for the deployment: promoted (Succeeded), kept challenger by the gate
+    (NotPromoted: the old champion keeps serving), or Failed."""
+    if phase != "Succeeded":
+        return "Failed"
+    return "Succeeded" if promotion is None or promotion.promoted else "NotPromoted"
+
+
+def run_gpu_hours(attempts: Sequence[AttemptRecord], run: int | None, gpus_per_worker: int, workers: int) -> float:
+    """GPU-hours of one run's attempts (what spec.retraining.maxGpuHoursPerDay counts)."""
+    if run is None:
+        return 0.0
+    return round(sum(cost.attempt_gpu_hours(a.start_time, a.end_time, gpus_per_worker, workers)
+                     for a in attempts if a.run == run), 6)
 
 
 def request_id(history: Sequence[RetrainRecord], now: datetime) -> str:
