@@ -19,8 +19,9 @@ from typing import Any
 
 from kubernetes import client as k8s
 
-from tests.api.kube import Cluster, wait_for
+from tests.api.kube import Cluster, act_as_job, wait_for
 from tuneloop.api import constants
+from tuneloop.operator.logic import naming
 
 # --- the operator as a process that can be killed ------------------------------------------------
 
@@ -257,3 +258,12 @@ def job_tags(ft: dict[str, Any], run: int = 1, attempt: int = 1) -> dict[str, st
 
 def experiment(ft: dict[str, Any]) -> str:
     return f"tuneloop/{ft['metadata']['namespace']}/{ft['metadata']['name']}"
+
+
+def finish_run(cluster: Cluster, uri: str, ft: dict[str, Any], run: int) -> None:
+    """Act as KubeRay and the training job: the run's attempt 1 runs and succeeds."""
+    job = naming.rayjob_name(ft["metadata"]["name"], ft["metadata"]["uid"], run, 1)
+    cluster.set_rayjob_status(job, jobStatus="RUNNING", jobDeploymentStatus="Running",
+                              rayClusterName=f"{job}-raycluster", dashboardURL="http://dash:8265")
+    act_as_job(uri, experiment(ft), job_tags(ft, run=run), {"exact_match": 0.8 + run / 100}, {"exact_match": 0.3})
+    cluster.set_rayjob_status(job, jobStatus="SUCCEEDED", jobDeploymentStatus="Complete")

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from tests.api.harness import experiment, holds_for_looks, job_tags, phase, wait_status
-from tests.api.kube import Cluster, act_as_job, finetune
+from tests.api.harness import finish_run, holds_for_looks, phase, wait_status
+from tests.api.kube import Cluster, finetune
 from tuneloop.api import constants
 from tuneloop.operator.logic import naming
 
@@ -34,15 +34,6 @@ def rayjobs(cluster: Cluster, ft: dict[str, Any]) -> list[str]:
     wanted = [naming.rayjob_name(name, uid, run, attempt) for run in (1, 2, 3) for attempt in (1, 2)]
     have = {r["metadata"]["name"] for r in cluster.rayjobs()}
     return [job for job in wanted if job in have]
-
-
-def finish_run(cluster: Cluster, uri: str, ft: dict[str, Any], run: int) -> None:
-    """Act as KubeRay and the training job: the run's attempt 1 runs and succeeds."""
-    job = naming.rayjob_name(ft["metadata"]["name"], ft["metadata"]["uid"], run, 1)
-    cluster.set_rayjob_status(job, jobStatus="RUNNING", jobDeploymentStatus="Running",
-                              rayClusterName=f"{job}-raycluster", dashboardURL="http://dash:8265")
-    act_as_job(uri, experiment(ft), job_tags(ft, run=run), {"exact_match": 0.8 + run / 100}, {"exact_match": 0.3})
-    cluster.set_rayjob_status(job, jobStatus="SUCCEEDED", jobDeploymentStatus="Complete")
 
 
 def run_is(number: int):

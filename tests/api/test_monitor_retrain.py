@@ -27,14 +27,13 @@ from tests.api import scripted_check
 from tests.api.harness import (
     OperatorProcess,
     create_namespace,
-    experiment,
-    job_tags,
+    finish_run,
     launched,
     operator_process_env,
     phase,
     wait_status,
 )
-from tests.api.kube import Cluster, act_as_job, finetune, wait_for
+from tests.api.kube import Cluster, finetune, wait_for
 from tests.unit.monitoring import traffic
 from tuneloop.api import constants
 from tuneloop.devenv.ports import free_port
@@ -139,15 +138,6 @@ def script(folder: Path, ns: str, name: str, answer: dict[str, Any]) -> None:
 def rayjobs_of_run(cluster: Cluster, ft: dict[str, Any], run: int) -> list[str]:
     wanted = {naming.rayjob_name(ft["metadata"]["name"], ft["metadata"]["uid"], run, a) for a in (1, 2, 3)}
     return sorted(r["metadata"]["name"] for r in cluster.rayjobs() if r["metadata"]["name"] in wanted)
-
-
-def finish_run(cluster: Cluster, uri: str, ft: dict[str, Any], run: int) -> None:
-    """Act as KubeRay and the training job: the run's attempt 1 runs and succeeds."""
-    job = naming.rayjob_name(ft["metadata"]["name"], ft["metadata"]["uid"], run, 1)
-    cluster.set_rayjob_status(job, jobStatus="RUNNING", jobDeploymentStatus="Running",
-                              rayClusterName=f"{job}-raycluster", dashboardURL="http://dash:8265")
-    act_as_job(uri, experiment(ft), job_tags(ft, run=run), {"exact_match": 0.8 + run / 100}, {"exact_match": 0.3})
-    cluster.set_rayjob_status(job, jobStatus="SUCCEEDED", jobDeploymentStatus="Complete")
 
 
 def test_monitor_checks_request_guarded_retrains_that_survive_a_restart(
