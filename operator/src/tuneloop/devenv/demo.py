@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import shutil
 import signal
@@ -33,8 +32,6 @@ import tempfile
 import threading
 import time
 import traceback
-import urllib.error
-import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -324,20 +321,15 @@ def burst_prompts() -> list[str]:
 
 def complete(endpoint: str, prompt: str) -> dp.Answer:
     """One completion, timed; any failure is an answer with its status (0: none came)."""
-    body = json.dumps({"prompt": prompt, "max_tokens": BURST_MAX_TOKENS, "temperature": 0}).encode()
-    request = urllib.request.Request(f"{endpoint.rstrip('/')}/v1/completions", data=body, method="POST",
-                                     headers={"Content-Type": "application/json"})
     started = time.monotonic()
-    try:
-        with urllib.request.urlopen(request, timeout=BURST_TIMEOUT_SECONDS) as resp:
-            answer = json.loads(resp.read())
-            status = resp.status
-    except urllib.error.HTTPError as e:
-        return dp.Answer(e.code, (time.monotonic() - started) * 1000, error=e.read().decode(errors="replace")[:300])
-    except (OSError, ValueError) as e:
-        return dp.Answer(0, (time.monotonic() - started) * 1000, error=f"{type(e).__name__}: {e}"[:300])
+    status, answer, error = loop.post(f"{endpoint.rstrip('/')}/v1/completions",
+                                      {"prompt": prompt, "max_tokens": BURST_MAX_TOKENS, "temperature": 0},
+                                      BURST_TIMEOUT_SECONDS)
+    latency_ms = (time.monotonic() - started) * 1000
+    if status != 200:
+        return dp.Answer(status, latency_ms, error=error)
     model = str(answer.get("model") or "")
-    return dp.Answer(status, (time.monotonic() - started) * 1000, version=model.rsplit("/", 1)[-1] or None)
+    return dp.Answer(status, latency_ms, version=model.rsplit("/", 1)[-1] or None)
 
 
 def serve_champion(cluster: Cluster, manifest: dict[str, Any], version: str, view: views.View) -> dict[str, Any]:

@@ -90,7 +90,8 @@ def check_loop(loop: Mapping[str, Any]) -> None:
 # --- talking to the endpoint ------------------------------------------------------------------------
 
 
-def _post(url: str, body: Mapping[str, Any], timeout: float) -> tuple[int, dict[str, Any], str]:
+def post(url: str, body: Mapping[str, Any], timeout: float) -> tuple[int, dict[str, Any], str]:
+    """POST JSON; (HTTP status, JSON body, error text) — status 0 when no answer came, never an exception."""
     request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
                                      headers={"Content-Type": "application/json"})
     try:
@@ -107,7 +108,7 @@ def ask(endpoint: str, record: Mapping[str, str], label: bool, max_tokens: int, 
     when `label` (a person who checked the answer)."""
     base = endpoint.rstrip("/")
     started = time.monotonic()
-    status, body, _ = _post(f"{base}/v1/completions",
+    status, body, _ = post(f"{base}/v1/completions",
                             {"prompt": record["prompt"], "max_tokens": max_tokens, "temperature": 0}, timeout)
     latency = (time.monotonic() - started) * 1000
     if status != 200:
@@ -117,7 +118,7 @@ def ask(endpoint: str, record: Mapping[str, str], label: bool, max_tokens: int, 
     f1 = metrics.field_f1(text, record["completion"]) or 0.0
     labelled = False
     if label and body.get("id"):
-        fb_status, _, _ = _post(f"{base}/v1/feedback", {"request_id": body["id"], "label": record["completion"]},
+        fb_status, _, _ = post(f"{base}/v1/feedback", {"request_id": body["id"], "label": record["completion"]},
                                 timeout)
         labelled = fb_status in (200, 201, 202)
     return LoopAnswer(status, version, f1, labelled, latency)
