@@ -12,6 +12,9 @@ if [[ -x "$OUT" ]]; then
   echo "$OUT"
   exit 0
 fi
+# shellcheck source=hack/cache-lock.sh
+source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/cache-lock.sh"
+build_lock "$OUT"
 command -v go >/dev/null || { echo "error: 'go' is not on PATH; install Go >= 1.24 to build the Argo CD health harness" >&2; exit 2; }
 mkdir -p "$(dirname "$OUT")"
 echo "[build-argocd-health] building $OUT" >&2

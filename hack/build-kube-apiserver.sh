@@ -14,6 +14,9 @@ if [[ -x "$OUT" ]]; then
   echo "$OUT"
   exit 0
 fi
+# shellcheck source=hack/cache-lock.sh
+source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/cache-lock.sh"
+build_lock "$OUT"
 
 command -v go >/dev/null || { echo "error: 'go' is not on PATH; install Go >= 1.24 to build kube-apiserver" >&2; exit 2; }
 

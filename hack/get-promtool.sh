@@ -13,6 +13,9 @@ if [[ -x "$OUT" ]]; then
   echo "$OUT"
   exit 0
 fi
+# shellcheck source=hack/cache-lock.sh
+source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/cache-lock.sh"
+build_lock "$OUT"
 command -v apt-get >/dev/null && command -v dpkg-deb >/dev/null \
   || { echo "error: promtool comes from Debian's prometheus package; apt-get and dpkg-deb are needed" >&2; exit 2; }
 work="$(mktemp -d)"
