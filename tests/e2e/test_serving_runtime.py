@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -31,7 +29,8 @@ from typing import Any
 
 import pytest
 
-from tuneloop.devenv import mlflow_server, ray_head, tinymodel
+from tests.e2e.conftest import SharedServices
+from tuneloop.devenv import ray_head, tinymodel
 from tuneloop.devenv.ports import free_port
 
 pytestmark = pytest.mark.e2e
@@ -112,43 +111,23 @@ def keep_logs(head: ray_head.RayHead, target: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def stack(shared_services: SharedServices, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """The session's Ray head and MLflow server (tests/e2e/conftest.py). Logical CPUs: one Generator
+    replica (1) and the Ingress (0.5) fit the head's 4 whatever the machine's core count. MODEL_NAME starts
+    from version 1 as on a server of its own; Serve is shut down after the module, freeing the CPUs."""
     workdir = tmp_path_factory.mktemp("serving-e2e")
-    ray_dir = Path(f"/tmp/tl-sv-{os.getpid()}")  # unix socket path limit: short, outside tmp_path
-    # Logical CPUs: one Generator replica (1) and the Ingress (0.5) fit whatever the machine's core count.
-    mlflow_srv, head = mlflow_server.MlflowServer(workdir / "mlflow"), ray_head.RayHead(ray_dir, num_cpus=4)
+    head = shared_services.ray
     with contextlib.ExitStack() as stack:
-        stack.callback(shutil.rmtree, ray_dir, True)
+        stack.callback(shared_services.release_serve)
         # Serve's replica logs outlive the head in pytest's kept tmp folder, for diagnosing a failed run.
         stack.callback(keep_logs, head, workdir / "ray-logs")
-        stack.callback(head.stop)
-        stack.callback(mlflow_srv.stop)
-        # The head first, alone: its raylet must register within Ray's fixed 30 s, which a busy 2-core
-        # machine misses while torch imports and MLflow starts beside it; one retry for the same reason.
-        try:
-            head.start()
-        except Exception:
-            head.stop()
-            head.start()
-        errors: list[BaseException] = []
-
-        def start_mlflow() -> None:
-            try:
-                mlflow_srv.start()
-            except BaseException as e:
-                errors.append(e)
-
-        thread = threading.Thread(target=start_mlflow)
-        thread.start()
+        shared_services.forget_model(MODEL_NAME)
         model_dir = tinymodel.build_model(workdir / "model")
         adapter_dirs = [build_adapter(model_dir, workdir / f"adapter-{seed}", seed) for seed in (1, 2)]
-        thread.join()
-        if errors:
-            raise errors[0]
-        adapters = {log_and_register(mlflow_srv.tracking_uri, model_dir, d, workdir / f"run-{d.name}"): d
+        adapters = {log_and_register(shared_services.tracking_uri, model_dir, d, workdir / f"run-{d.name}"): d
                     for d in adapter_dirs}
         port = free_port()
-        yield Stack(head, mlflow_srv.tracking_uri, model_dir, adapters, f"http://127.0.0.1:{port}/{APP}", port,
+        yield Stack(head, shared_services.tracking_uri, model_dir, adapters, f"http://127.0.0.1:{port}/{APP}", port,
                     f"file://{workdir / 'traffic'}", workdir)
 
 
