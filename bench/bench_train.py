@@ -7,6 +7,12 @@ measured inside each loop only (model loading, checkpointing and reporting exclu
 cost — ray.init, controller and worker start-up, per-epoch checkpoint + report — is reported apart.
 
     .venv/bin/python bench/bench_train.py [--out bench/results/train.json] [--epochs 3] [--examples 400]
+
+`--submit N` times the whole job instead, as users meet it: a local Ray head and MLflow server are
+started, and the real job (`python -m tuneloop.jobs.train`) is submitted N times through Ray's
+JobSubmissionClient (the ExistingCluster path; the first job meets a fresh head, the rest a head that
+already ran one). The job's stage marks (`jobs.timeline`) in its log give the timeline, submit → exit;
+the plain loop on the job's own prepared data is the reference for the fixed overhead.
 """
 
 from __future__ import annotations
@@ -79,6 +85,101 @@ def ray_loop(cfg: training.LoopConfig, workers: int, storage: Path) -> dict[str,
             "worker_peak_rss_mb": max(h["worker_peak_rss_mb"] for h in history)}
 
 
+def job_spec(model_dir: Path, data: Path, epochs: int) -> dict:
+    """The FineTune spec the submitted job trains: the same model, batches and loop as `plain_loop`."""
+    return {
+        "baseModel": {"uri": f"file://{model_dir}"}, "method": "lora",
+        "lora": {"rank": 8, "alpha": 16, "dropout": 0.0, "targetModules": ["q_proj", "v_proj"]},
+        "dataset": {"uri": f"file://{data}", "evalFraction": 0.05},
+        "training": {"epochs": epochs, "learningRate": 1e-3, "batchSize": 8, "maxSeqLength": 160, "seed": 0},
+        "resources": {"workers": 2},
+        "evaluation": {"maxNewTokens": 40, "maxExamples": 10, "baseline": {"enabled": True, "shots": 2}},
+        "registry": {"modelName": "bench-train"},
+    }
+
+
+def submit_job(address: str, spec: dict, storage: Path, tracking_uri: str, name: str) -> dict:
+    """Submit the real job to the running head; its timeline from the job's stage marks."""
+    import shlex
+
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    from tuneloop.jobs import timeline
+
+    argv = ["--spec", json.dumps(spec), "--storage", str(storage), "--result", str(storage / "result.json"),
+            "--tracking-uri", tracking_uri, "--experiment", "bench/train", "--run-name", name]
+    client = JobSubmissionClient(address)
+    submitted = time.time()
+    job_id = client.submit_job(entrypoint="python -m tuneloop.jobs.train " + shlex.join(argv))
+    while not client.get_job_status(job_id).is_terminal():
+        time.sleep(0.2)
+    done = time.time()
+    logs = client.get_job_logs(job_id)
+    if client.get_job_status(job_id) != JobStatus.SUCCEEDED:
+        raise RuntimeError(f"job {job_id} failed:\n{logs[-4000:]}")
+    marks = {"submitted": submitted, **timeline.parse(logs)}
+    result = json.loads((storage / "result.json").read_text())
+    return {"job_id": job_id, "submit_to_terminal_seconds": round(done - submitted, 3),
+            "stages": {k: round(v - submitted, 3) for k, v in sorted(marks.items(), key=lambda kv: kv[1])},
+            "spans": [{"from": a, "to": b, "seconds": sec} for a, b, sec in timeline.spans(marks)],
+            "train_metrics": result.get("trainMetrics"), "load_average_1m_after": os.getloadavg()[0]}
+
+
+def submit_bench(args: argparse.Namespace) -> int:
+    from tuneloop.devenv import mlflow_server, ray_head
+
+    with tempfile.TemporaryDirectory(prefix="tuneloop-bench-") as tmp:
+        root = Path(tmp)
+        model_dir = tinymodel.build_model(root / "model", hidden_size=args.hidden, layers=args.layers)
+        data = tinymodel.write_jsonl(root / "data.jsonl", tinymodel.invoice_examples(args.examples, seed=1))
+        spec = job_spec(model_dir, data, args.epochs)
+        ray_dir = Path(f"/tmp/tl-bt-{os.getpid()}")
+        with mlflow_server.running(root / "mlflow") as mlflow_srv, ray_head.running(ray_dir, num_cpus=4) as head:
+            load_before = os.getloadavg()
+            jobs = [submit_job(head.address, spec, root / f"job-{i}", mlflow_srv.tracking_uri, f"job-{i}")
+                    for i in range(args.submit)]
+        prepared = root / "job-0" / "data"
+        cfg = training.LoopConfig(
+            model=modeling.ModelOptions(model_dir=str(model_dir), method="lora", lora_rank=8, lora_alpha=16,
+                                        lora_dropout=0.0, lora_target_modules=("q_proj", "v_proj"),
+                                        precision="fp32", seed=0),
+            train_path=str(prepared / "train.jsonl"), held_out_path=str(prepared / "held_out.jsonl"),
+            epochs=args.epochs, learning_rate=1e-3, batch_size=8, gradient_accumulation_steps=1, max_seq_length=160,
+            warmup_ratio=0.0, weight_decay=0.0, seed=0)
+        plain = plain_loop(cfg, threads=1)
+    for job in jobs:
+        stages = job["stages"]
+        loop = stages["last_step"] - stages["first_step"]
+        job["job_seconds"] = stages["exit"]
+        job["loop_seconds"] = round(loop, 3)
+        # Everything but the training loop: submission, start-up, checkpoints, evaluation, MLflow.
+        job["fixed_overhead_seconds"] = round(stages["exit"] - loop, 3)
+        job["startup_seconds"] = stages["first_step"]  # submit -> first optimizer step
+        job["after_fit_seconds"] = round(stages["exit"] - stages["fit_done"], 3)
+    result = {
+        "benchmark": "train_job_submitted_timeline",
+        "machine": {"python": sys.version.split()[0], "platform": platform.platform(), "cpus": os.cpu_count(),
+                    "load_average_before": load_before, "load_average_1m_after": os.getloadavg()[0]},
+        "setup": {"model": f"tiny Llama hidden {args.hidden}, {args.layers} layers, LoRA r8 q/v",
+                  "examples": args.examples, "epochs": args.epochs, "workers": 2, "batch_size": 8,
+                  "evaluation": spec["evaluation"], "ray_head_cpus": 4,
+                  "path": "JobSubmissionClient.submit_job to a running `ray start --head` (ExistingCluster)"},
+        "plain": plain,
+        "jobs": jobs,
+        "goals": {"fixed_overhead_seconds_max": 10.0},
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    for i, job in enumerate(jobs):
+        print(f"job {i}: submit->exit {job['job_seconds']:.1f}s, loop {job['loop_seconds']:.1f}s (plain "
+              f"{plain['loop_seconds']:.1f}s), fixed overhead {job['fixed_overhead_seconds']:.1f}s, "
+              f"start-up {job['startup_seconds']:.1f}s, after fit {job['after_fit_seconds']:.1f}s")
+        for span in job["spans"]:
+            print(f"    {span['from']:>16} -> {span['to']:<16} {span['seconds']:7.2f}s")
+    print(f"-> {args.out}")
+    return 0
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "train.json")
@@ -87,7 +188,11 @@ def main() -> int:
     p.add_argument("--hidden", type=int, default=128)
     p.add_argument("--layers", type=int, default=4)
     p.add_argument("--two-workers", action="store_true", help="also time a 2-worker DDP fit")
+    p.add_argument("--submit", type=int, default=0, metavar="N",
+                   help="time the whole job submitted N times to a running Ray head (ExistingCluster path)")
     args = p.parse_args()
+    if args.submit:
+        return submit_bench(args)
 
     with tempfile.TemporaryDirectory(prefix="tuneloop-bench-") as tmp:
         root = Path(tmp)

@@ -34,7 +34,7 @@ from typing import Any
 from tuneloop.api import constants
 from tuneloop.api.finetune import PREFERENCE_METRICS, TEXT_METRICS, FineTuneSpec
 from tuneloop.api.results import ChampionScore, JobResult
-from tuneloop.jobs import champion, datasets
+from tuneloop.jobs import champion, datasets, timeline
 from tuneloop.jobs.errors import ExitCode, JobError
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -156,6 +156,7 @@ def run(args: argparse.Namespace, result: JobResult, started: float, progress: P
     storage: Path = args.storage.resolve()
     prepared = datasets.prepare(spec.dataset, storage / "data", extra_uris=args.extra_data)
     result.dataset = prepared.summary
+    _stage("data_prepared")
     _log(f"data: {prepared.summary.train_rows} train / {prepared.summary.eval_rows} held-out, "
          f"hash {prepared.summary.hash[:12]}, {prepared.summary.duplicates_removed} duplicates removed, "
          f"PII {prepared.summary.pii_redactions}")
@@ -167,6 +168,7 @@ def run(args: argparse.Namespace, result: JobResult, started: float, progress: P
     result.run_id = tracker.start()
     result.experiment_id = tracker.experiment_id
     progress.tracker = tracker
+    _stage("tracker_started")
     try:
         tracker.log_spec(spec)
         tracker.log_dataset(prepared.summary, prepared.held_out_path)
@@ -184,8 +186,11 @@ def run(args: argparse.Namespace, result: JobResult, started: float, progress: P
             tracking_uri=tracker.tracking_uri, run_id=result.run_id, dataset_format=spec.dataset.format,
             dpo_beta=spec.dpo.beta)
         training.init_ray()
+        _stage("ray_init")
         train_started = time.monotonic()
+        _stage("fit_start")
         outcome = training.fit(loop, spec.resources.workers, spec.resources.gpus, storage / "ray")
+        _stage("fit_done")
         if spec.resources.gpus:
             result.gpu_seconds = (time.monotonic() - train_started) * spec.resources.workers * spec.resources.gpus
         result.resumed_from_checkpoint = outcome.resumed_from
@@ -222,9 +227,11 @@ def run(args: argparse.Namespace, result: JobResult, started: float, progress: P
             _log(f"champion v{held.version} (scored on {str(held.dataset_hash)[:12]}) on this held-out set: "
                  f"{evaluation.champion_metrics}")
         _log(f"held-out ({evaluation.examples}): model {evaluation.metrics}, baseline {evaluation.baseline_metrics}")
+        _stage("evaluated")
         tracker.log_evaluation(evaluation.metrics, evaluation.baseline_metrics, Path(request.predictions_path))
         tracker.set_stage("logging_model")
         result.model_uri = tracker.log_model(trained_dir, spec)
+        _stage("model_logged")
         result.status = "Succeeded"
         result.exit_code = ExitCode.OK
         result.duration_seconds = round(time.monotonic() - started, 3)
@@ -291,7 +298,20 @@ def _log(message: str) -> None:
     print(f"[tuneloop.train] {message}", file=sys.stderr, flush=True)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+_since: float | None = None  # when the driver process started: the `+N s` of each stage mark
+
+
+def _stage(name: str) -> None:
+    timeline.mark(name, since=_since)
+
+
+def main(argv: Sequence[str] | None = None, process_started: float | None = None) -> int:
+    """`process_started`: when the driver process started (given when run as a script), for the timeline."""
+    global _since
+    _since = process_started
+    if process_started is not None:
+        timeline.mark("driver_start", at=process_started, since=process_started)
+    _stage("imports")
     args = parse_args(argv)
     started = time.monotonic()
     result = JobResult(status="Failed", exit_code=int(ExitCode.INTERNAL))
@@ -319,8 +339,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     write_result(args.result, result)
     if code == ExitCode.OK:
         _log(f"succeeded in {result.duration_seconds:.1f}s: run {result.run_id}, model {result.model_uri}")
+    _stage("exit")
     return int(code)
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(main(process_started=timeline.process_start_time()))

@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from tuneloop.jobs import datasets, modeling, objectives, prompts
+from tuneloop.jobs import datasets, modeling, objectives, prompts, timeline
 from tuneloop.jobs.errors import ExitCode, JobError
 
 RUN_NAME = "train"  # fixed: the storage folder is per run, and resume looks for this name in it
@@ -210,6 +210,8 @@ def train_loop_per_worker(config_dict: dict[str, Any]) -> None:
     cfg = LoopConfig.from_dict(config_dict)
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    if rank == 0:
+        timeline.mark("workers_started")
     device = ray.train.torch.get_device()
     on_cuda = device.type == "cuda"
     dtype = modeling.compute_dtype(cfg.model.precision, on_cuda)
@@ -255,6 +257,8 @@ def train_loop_per_worker(config_dict: dict[str, Any]) -> None:
 
     ddp_model = ray.train.torch.prepare_model(model, move_to_device=False)
     unwrapped = ddp_model.module if hasattr(ddp_model, "module") else ddp_model
+    if rank == 0:
+        timeline.mark("model_loaded")
     if dpo:
         train_pairs = PairScorer(unwrapped, train, tokenizer.pad_token_id, device, autocast, cfg.dpo_beta)
         held_out_pairs = PairScorer(unwrapped, held_out, tokenizer.pad_token_id, device, autocast, cfg.dpo_beta)
@@ -292,6 +296,10 @@ def train_loop_per_worker(config_dict: dict[str, Any]) -> None:
             loss_total += float(loss_sum.detach())
             target_tokens += n
             input_tokens += seen
+            if rank == 0 and step == 0 and epoch == start_epoch:
+                timeline.mark("first_step")
+            if rank == 0 and step == len(batches) - 1 and epoch == cfg.epochs - 1:
+                timeline.mark("last_step")
         if on_cuda:
             torch.cuda.synchronize()
         loop_seconds = time.perf_counter() - started
