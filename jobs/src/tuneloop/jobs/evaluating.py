@@ -10,13 +10,18 @@ reward_margin from the DPO implicit reward, beta * (log pi - log ref), with the 
 the reference; the base is its own reference, so its reward is 0 for every answer and it scores 0.5 and
 0.0 — chance — which the tuned adapter must beat. The usual answer metrics score the chosen answer.
 
-`evaluate_run` loads the models and runs where the job puts it (a Ray task with the workers' device kind).
+Where it runs (`evaluate`): a CPU job scores in its driver process, which already holds torch and has
+imported transformers and peft while training ran (`warm_up`) — a new Ray task would start a process,
+import them again and wait for a worker slot, seconds of every job; a GPU job scores in a Ray task that
+gets a GPU like the training workers' (the driver's node may have none).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -232,6 +237,29 @@ def evaluate_run(request: EvalRequest) -> EvalOutcome:
                 row["champion_prediction"] = champion_predictions[i]
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
     return EvalOutcome(metrics=tuned, baseline_metrics=baseline, examples=len(held_out), champion_metrics=champion)
+
+
+def warm_up() -> threading.Thread:
+    """Import what evaluation and model logging need in a background thread (the driver waits on Ray
+    Train meanwhile), so they are loaded by the time training ends. Best effort: a failed import is
+    raised again, with its message, where the module is really used."""
+
+    def load() -> None:
+        with contextlib.suppress(Exception):
+            import mlflow.pyfunc  # noqa: F401
+            import peft  # noqa: F401
+            from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: F401
+
+    thread = threading.Thread(target=load, name="tuneloop-warm-up", daemon=True)
+    thread.start()
+    return thread
+
+
+def evaluate(request: EvalRequest, gpus: int) -> EvalOutcome:
+    """Score in this process on CPU; in a Ray task with a GPU when training had GPUs (module docstring)."""
+    if not gpus:
+        return evaluate_run(request)
+    return evaluate_on_ray(request, gpus)
 
 
 def evaluate_on_ray(request: EvalRequest, gpus: int) -> EvalOutcome:

@@ -187,6 +187,9 @@ def run(args: argparse.Namespace, result: JobResult, started: float, progress: P
             dpo_beta=spec.dpo.beta)
         training.init_ray()
         _stage("ray_init")
+        training.load_trainer()  # torch: before the warm-up thread, so no two threads import it at once
+        # A CPU job evaluates in this process: import what it needs while Ray Train runs.
+        warming = None if spec.resources.gpus else evaluating.warm_up()
         train_started = time.monotonic()
         _stage("fit_start")
         outcome = training.fit(loop, spec.resources.workers, spec.resources.gpus, storage / "ray")
@@ -219,7 +222,9 @@ def run(args: argparse.Namespace, result: JobResult, started: float, progress: P
                                   prepared.summary.hash, spec.method, storage / "champion")
         if held is not None:
             request = dataclasses.replace(request, champion_dir=str(held.adapter_dir))
-        evaluation = evaluating.evaluate_on_ray(request, spec.resources.gpus)
+        if warming is not None:
+            warming.join()  # no two threads importing the same modules at once
+        evaluation = evaluating.evaluate(request, spec.resources.gpus)
         result.metrics, result.baseline_metrics = evaluation.metrics, evaluation.baseline_metrics
         if held is not None and evaluation.champion_metrics is not None:
             result.champion = ChampionScore(version=held.version, dataset_hash=prepared.summary.hash,
