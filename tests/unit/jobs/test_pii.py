@@ -1,6 +1,14 @@
-"""PII scrubbing as a table: what is redacted, what is left alone, and the checksums behind cards and IBANs."""
+"""PII scrubbing as a table, for both engines (Presidio's recognizers and the regex fallback): what is
+redacted, what is left alone, and the checksums behind cards and IBANs; then what only the Presidio engine
+does (IP and crypto addresses, person names through a spaCy pipeline, no network), and how the engine is
+chosen."""
 
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -35,11 +43,105 @@ CASES = [
 ]
 
 
+@pytest.fixture(scope="module", params=pii.ENGINES)
+def engine(request: pytest.FixtureRequest) -> pii.Scrubber:
+    return pii.build_scrubber(request.param)
+
+
 @pytest.mark.parametrize(("text", "expected", "counts"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_scrub(text: str, expected: str, counts: dict[str, int]) -> None:
-    out, found = pii.scrub(text)
+def test_scrub(engine: pii.Scrubber, text: str, expected: str, counts: dict[str, int]) -> None:
+    out, found = engine.scrub(text)
     assert out == expected
     assert dict(found) == counts
+
+
+@pytest.fixture(scope="module")
+def presidio() -> pii.Scrubber:
+    return pii.build_scrubber("presidio")
+
+
+PRESIDIO_CASES = [
+    ("ipv4", "from 192.168.10.42 at noon", "from [IP] at noon", {"ip": 1}),
+    ("ipv6", "host 2001:db8:85a3:0:0:8a2e:370:7334 down", "host [IP] down", {"ip": 1}),
+    ("bitcoin p2pkh", "btc 1BoatSLRHtKNngkdXEeobR76b53LETtpyT thanks", "btc [CRYPTO] thanks", {"crypto": 1}),
+    ("bitcoin bad checksum kept", "btc 1BoatSLRHtKNngkdXEeobR76b53LETtpyU x",
+     "btc 1BoatSLRHtKNngkdXEeobR76b53LETtpyU x", {}),
+    # mod 97 passes but GB wants letters for the bank code: Presidio refuses it, our IBAN-shaped rule does not
+    ("iban checksum ok, country format not", "GB29 1234 5612 3456 7890 12", "[IBAN]", {"iban_unverified": 1}),
+    ("card digits inside an iban", "IT60 X054 2811 1010 0000 0123 456", "[IBAN]", {"iban": 1}),
+    ("phone in an unallocated range", "call +44 20 5723 4364", "call [PHONE]", {"phone": 1}),
+    ("date is not a phone", "Meeting on 07.08.2026 in room 4611", "Meeting on 07.08.2026 in room 4611", {}),
+]
+
+
+@pytest.mark.parametrize(("text", "expected", "counts"), [c[1:] for c in PRESIDIO_CASES],
+                         ids=[c[0] for c in PRESIDIO_CASES])
+def test_scrub_presidio(presidio: pii.Scrubber, text: str, expected: str, counts: dict[str, int]) -> None:
+    out, found = presidio.scrub(text)
+    assert out == expected
+    assert dict(found) == counts
+
+
+NO_NETWORK = """
+import socket, sys
+attempts = []
+def refuse(*args, **kwargs):
+    attempts.append(args)
+    raise OSError("network disabled in this test")
+socket.getaddrinfo = refuse
+socket.socket.connect = refuse
+from tuneloop.jobs import pii
+out, _ = pii.build_scrubber("presidio").scrub("mail anna@firma.de or li@mail.co.uk, call +44 20 7946 0958")
+print(out)
+print("network attempts:", len(attempts))
+"""
+
+
+def test_presidio_scrubber_never_touches_the_network(tmp_path: Path) -> None:
+    """Presidio's stock EmailRecognizer validates domains with tldextract's default extractor, which fetches
+    the Public Suffix List over HTTP on first use (then caches it on disk): a fresh Serve replica or training
+    pod must not. A fresh process with an empty tldextract cache and sockets refused."""
+    env = {**os.environ, "TLDEXTRACT_CACHE": str(tmp_path / "tldextract"), "HOME": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", NO_NETWORK], env=env, capture_output=True, text=True, timeout=300,
+                          check=True)
+    assert done.stdout.splitlines() == ["mail [EMAIL] or [EMAIL], call [PHONE]", "network attempts: 0"], done.stderr
+
+
+def test_person_names_through_presidio_with_a_spacy_pipeline(tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """No statistical spaCy model can be installed here (they are not on PyPI), so a real spaCy pipeline
+    with an entity ruler stands in for one: it proves the path a model takes — TUNELOOP_PII_SPACY_MODEL,
+    Presidio's SpacyNlpEngine and SpacyRecognizer, the PERSON spans — not how well a model finds names."""
+    import spacy
+
+    nlp = spacy.blank("en")
+    nlp.add_pipe("entity_ruler").add_patterns([{"label": "PERSON", "pattern": "Anna Schmidt"},
+                                               {"label": "ORG", "pattern": "Acme"}])
+    nlp.to_disk(tmp_path / "names")
+    monkeypatch.setenv("TUNELOOP_PII_SPACY_MODEL", str(tmp_path / "names"))
+    scrubber = pii.build_scrubber("presidio")
+    assert scrubber.names == f"on: spaCy model {tmp_path / 'names'}"
+    out, found = scrubber.scrub("Anna Schmidt of Acme (anna@acme.example.com) asked for a refund.")
+    assert out == "[PERSON] of Acme ([EMAIL]) asked for a refund."
+    assert dict(found) == {"person": 1, "email": 1}
+
+
+def test_a_named_spacy_model_that_is_not_there_turns_names_off_and_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TUNELOOP_PII_SPACY_MODEL", "en_core_web_nonexistent")
+    scrubber = pii.build_scrubber("presidio")
+    assert scrubber.names == ("off: TUNELOOP_PII_SPACY_MODEL=en_core_web_nonexistent is neither an installed spaCy "
+                              "package nor a path")
+    assert scrubber.scrub("Anna Schmidt called")[0] == "Anna Schmidt called"
+
+
+def test_engine_choice(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TUNELOOP_PII_ENGINE", raising=False)
+    assert pii.build_scrubber().engine == "presidio"  # the pii extra is in dev
+    monkeypatch.setenv("TUNELOOP_PII_ENGINE", "regex")
+    assert pii.build_scrubber().engine == "regex"
+    monkeypatch.setenv("TUNELOOP_PII_ENGINE", "spacy")
+    with pytest.raises(ValueError, match="TUNELOOP_PII_ENGINE='spacy'"):
+        pii.build_scrubber()
 
 
 @pytest.mark.parametrize(("digits", "valid"), [

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tuneloop.jobs import pii
 from tuneloop.serving import traffic_log, traffic_read, warmup
 from tuneloop.serving.traffic_log import TrafficLogger, TrafficRecord
 
@@ -38,6 +39,13 @@ def wait_for(check: Callable[[], bool], seconds: float = 10) -> None:
     while not check():
         assert time.monotonic() < deadline, "condition not met in time"
         time.sleep(0.02)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def scrubber_built() -> None:
+    """Build the process's PII scrubber once before the timed waits below: loading Presidio (and torch through
+    spaCy) takes seconds to tens of seconds on a busy machine, a one-time cost the flush deadlines are not about."""
+    pii.scrubber()
 
 
 @pytest.fixture

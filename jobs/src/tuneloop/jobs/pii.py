@@ -1,22 +1,35 @@
 """PII scrubbing: find e-mail addresses, phone numbers, payment card numbers (Luhn-checked), IBANs
-(mod-97-checked) and national-ID-like numbers in text, replace each with a placeholder such as
-`[EMAIL]`, and count the redactions by kind.
+(mod-97-checked), IP and crypto wallet addresses, national-ID-like numbers and, when a spaCy model is
+installed, person names in text; replace each with a placeholder such as `[EMAIL]`, and count the
+redactions by kind. Training data preparation, the serving traffic log and the monitors' feedback set all
+call `scrub()`, so one scrubber serves them all.
+
+Two engines, the first that is installed unless TUNELOOP_PII_ENGINE names one (`presidio` or `regex`):
+
+- `presidio` (the `pii` extra, tuneloop.jobs.pii_presidio): Presidio's maintained pattern recognizers and
+  the `phonenumbers` library, person names through Presidio's spaCy recognizer when a spaCy model is
+  installed (an optional extra: spaCy models are not on PyPI).
+- `regex`: the standard-library fallback below (no IP, crypto or name detection), kept so the job, the
+  Serve application and the monitors run without the extra.
 
 Checksums keep false positives down: an invoice total or an order number of the right length is not
 a card unless its digits pass Luhn. IBANs are different: a mistyped account number is still personal
 data, so a string with an IBAN country code and exactly that country's IBAN length is redacted even when
-mod 97 fails (counted as `iban_unverified`); before, the phone pattern took its tail and left
-`DE89 3704 [PHONE]`. The registry's lengths keep product codes of other shapes out.
-Kinds are scanned in a fixed order (most specific first) so that a card number is never half-eaten
-by the phone pattern. Pure functions; the tables in tests/unit/jobs/test_pii.py are the spec.
+mod 97 fails (counted as `iban_unverified`) by both engines; before, the phone pattern took its tail and
+left `DE89 3704 [PHONE]`. The registry's lengths keep product codes of other shapes out.
+The regex engine scans kinds in a fixed order (most specific first) so that a card number is never
+half-eaten by the phone pattern. The tables in tests/unit/jobs/test_pii*.py are the spec.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import threading
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 PLACEHOLDERS = {
     "email": "[EMAIL]",
@@ -25,20 +38,23 @@ PLACEHOLDERS = {
     "card": "[CARD]",
     "national_id": "[NATIONAL_ID]",
     "phone": "[PHONE]",
+    "ip": "[IP]",
+    "crypto": "[CRYPTO]",
+    "person": "[PERSON]",
 }
 
 _EMAIL = re.compile(r"(?<![\w.+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b")
 # Two letters, two check digits, then 11-30 alphanumerics, optionally grouped by spaces in fours.
-_IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b")
+IBAN_PATTERN = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b")
 # 13-19 digits, optionally split by single spaces or dashes.
 _CARD = re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])")
 # US SSN (AAA-GG-SSSS), UK NINO (AB 12 34 56 C) — the shapes a national ID takes in free text.
-_NATIONAL_ID = re.compile(
+NATIONAL_ID_PATTERN = re.compile(
     r"\b(?!000|666|9\d\d)\d{3}-(?!00)\d{2}-(?!0000)\d{4}\b"
     r"|\b[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z] ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b"
 )
 # International (+CC ...) or a national number with a trunk 0 / area code in parentheses; 8-15 digits.
-_PHONE = re.compile(
+PHONE_PATTERN = re.compile(
     r"(?<![\w+])(?:\+\d{1,3}[ .-]?(?:\(\d{1,4}\)[ .-]?)?|\(\d{2,5}\)[ .-]?|0)\d{1,4}(?:[ .-]?\d{2,4}){1,4}(?!\w)"
 )
 
@@ -94,7 +110,7 @@ def _digits(text: str) -> str:
 _DATE = re.compile(r"\d{1,2}([./-])\d{1,2}\1\d{2,4}|\d{4}([./-])\d{1,2}\2\d{1,2}")
 
 
-def _phone_ok(match: str) -> bool:
+def phone_ok(match: str) -> bool:
     """8-15 digits, and not a date (07.08.2026) or a bare zero-padded number (order 03587291): a national
     number written without separators needs 10 digits or more."""
     digits = _digits(match)
@@ -112,16 +128,16 @@ class _Rule:
 
 RULES: tuple[_Rule, ...] = (
     _Rule("email", _EMAIL, lambda m: True),
-    _Rule("iban", _IBAN, iban_valid),
-    _Rule("iban_unverified", _IBAN, iban_shaped),
+    _Rule("iban", IBAN_PATTERN, iban_valid),
+    _Rule("iban_unverified", IBAN_PATTERN, iban_shaped),
     _Rule("card", _CARD, lambda m: luhn_valid(_digits(m))),
-    _Rule("national_id", _NATIONAL_ID, lambda m: True),
-    _Rule("phone", _PHONE, _phone_ok),
+    _Rule("national_id", NATIONAL_ID_PATTERN, lambda m: True),
+    _Rule("phone", PHONE_PATTERN, phone_ok),
 )
 
 
-def scrub(text: str) -> tuple[str, Counter[str]]:
-    """Return `text` with PII replaced by placeholders, and the number of redactions per kind."""
+def scrub_regex(text: str) -> tuple[str, Counter[str]]:
+    """The standard-library engine: `text` with PII replaced by placeholders, and the redactions per kind."""
     counts: Counter[str] = Counter()
     for rule in RULES:
 
@@ -133,3 +149,55 @@ def scrub(text: str) -> tuple[str, Counter[str]]:
 
         text = rule.pattern.sub(replace, text)
     return text, counts
+
+
+class Scrubber(Protocol):
+    engine: str  # "presidio" or "regex"
+    names: str  # "on: spaCy model …" or "off: why"
+
+    def scrub(self, text: str) -> tuple[str, Counter[str]]: ...
+
+
+class RegexScrubber:
+    engine = "regex"
+    names = "off: the built-in regex scrubber does not detect names (install tuneloop[pii] and a spaCy model)"
+
+    def scrub(self, text: str) -> tuple[str, Counter[str]]:
+        return scrub_regex(text)
+
+
+ENGINE_ENV = "TUNELOOP_PII_ENGINE"
+ENGINES = ("presidio", "regex")
+_lock = threading.Lock()
+_scrubber: Scrubber | None = None
+
+
+def build_scrubber(engine: str | None = None) -> Scrubber:
+    """A scrubber of the named engine; None (or "auto") takes TUNELOOP_PII_ENGINE, else presidio when the
+    `pii` extra is installed, else regex. Naming presidio without the extra is an error, not a fallback."""
+    engine = (engine or os.environ.get(ENGINE_ENV) or "auto").strip().lower()
+    if engine not in (*ENGINES, "auto"):
+        raise ValueError(f"{ENGINE_ENV}={engine!r}: expected one of presidio, regex, auto")
+    if engine == "regex":
+        return RegexScrubber()
+    try:
+        from tuneloop.jobs import pii_presidio
+    except ImportError as e:
+        if engine == "presidio":
+            raise ImportError(f"the presidio PII engine needs the pii extra (pip install 'tuneloop[pii]'): {e}") from e
+        return RegexScrubber()
+    return pii_presidio.PresidioScrubber()
+
+
+def scrubber() -> Scrubber:
+    """The process's scrubber, built once (loading Presidio takes seconds; a spaCy model longer)."""
+    global _scrubber
+    with _lock:
+        if _scrubber is None:
+            _scrubber = build_scrubber()
+        return _scrubber
+
+
+def scrub(text: str) -> tuple[str, Counter[str]]:
+    """Return `text` with PII replaced by placeholders, and the number of redactions per kind."""
+    return scrubber().scrub(text)

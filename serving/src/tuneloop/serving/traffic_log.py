@@ -253,6 +253,10 @@ class TrafficLogger:
         return self.stats()
 
     def _run(self) -> None:
+        # Build the scrubber now, off the request path, not when the first batch (or close() within Serve's
+        # graceful shutdown) is due: loading Presidio takes seconds, tens on a busy node (spaCy imports torch).
+        with contextlib.suppress(Exception):  # a scrubber that cannot be built fails each flush, counted there
+            pii.scrubber()
         while True:
             self._wake.wait(self.flush_interval_seconds)
             self._wake.clear()
