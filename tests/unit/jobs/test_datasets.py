@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tuneloop.api.finetune import DatasetSpec
-from tuneloop.jobs import datasets
+from tuneloop.jobs import datasets, pii
 from tuneloop.jobs.errors import ExitCode, JobError
 
 
@@ -116,6 +116,26 @@ def test_prepare_parquet_folder_via_pvc(tmp_path: Path, monkeypatch: pytest.Monk
     assert s.pii_redactions == {"email": 1}
     assert any("[EMAIL]" in e.prompt for e in prepared.train + prepared.held_out)
     assert s.held_out_uri == f"file://{(tmp_path / 'out' / 'held_out.jsonl').resolve()}"
+
+
+@pytest.mark.parametrize(("engine", "ip_redacted"), [("presidio", True), ("regex", False)])
+def test_the_summary_says_which_scrubber_ran_and_that_names_were_not_detected(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, engine: str, ip_redacted: bool) -> None:
+    monkeypatch.setattr(pii, "_scrubber", None)  # the process's scrubber is built once: build it under this env
+    monkeypatch.setenv(pii.ENGINE_ENV, engine)
+    data = [*rows(20), {"prompt": "Anna Schmidt at 10.20.30.40, a@b.com", "completion": "x"}]
+    prepared = datasets.prepare(spec_for(write(tmp_path / "d.jsonl", data)), tmp_path / "out")
+    s = prepared.summary
+    assert s.pii_engine == engine
+    assert s.pii_names is not None and s.pii_names.startswith("off: ")  # no spaCy model can be installed here
+    assert s.pii_redactions == ({"email": 1, "ip": 1} if ip_redacted else {"email": 1})
+    scrubbed = next(e.prompt for e in prepared.train + prepared.held_out if "Anna" in e.prompt)
+    assert scrubbed == ("Anna Schmidt at [IP], [EMAIL]" if ip_redacted else "Anna Schmidt at 10.20.30.40, [EMAIL]")
+
+
+def test_no_scrubber_named_when_scrubbing_is_off(tmp_path: Path) -> None:
+    s = datasets.prepare(spec_for(write(tmp_path / "d.jsonl", rows(20)), piiScrub=False), tmp_path / "out").summary
+    assert s.pii_engine is None and s.pii_names is None and s.pii_redactions == {}
 
 
 def test_split_and_hash_are_stable_under_reorder_and_append(tmp_path: Path) -> None:

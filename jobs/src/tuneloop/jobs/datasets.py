@@ -232,11 +232,13 @@ def load_examples(spec: DatasetSpec) -> list[Example]:
     return examples
 
 
-def scrub_example(example: Example, counts: Counter[str]) -> Example:
+def scrub_example(example: Example, counts: Counter[str], scrubber: pii.Scrubber) -> Example:
+    scrub = scrubber.scrub
+
     def clean(text: str | None) -> str | None:
         if text is None:
             return None
-        out, found = pii.scrub(text)
+        out, found = scrub(text)
         counts.update(found)
         return out
 
@@ -303,8 +305,9 @@ def prepare(spec: DatasetSpec, out_dir: Path, extra_uris: Sequence[str] = ()) ->
     examples = load_examples(spec) + added
     total_rows = len(examples)
     counts: Counter[str] = Counter()
-    if spec.pii_scrub:
-        examples = [scrub_example(e, counts) for e in examples]
+    scrubber = pii.scrubber() if spec.pii_scrub else None
+    if scrubber is not None:
+        examples = [scrub_example(e, counts, scrubber) for e in examples]
     removed = 0
     if spec.dedupe:
         examples, removed = splitting.dedupe(
@@ -337,7 +340,8 @@ def prepare(spec: DatasetSpec, out_dir: Path, extra_uris: Sequence[str] = ()) ->
     summary = DatasetSummary(
         hash=splitting.dataset_hash([k for k, _ in train], [k for k, _ in held_out]),
         total_rows=total_rows, train_rows=len(train), eval_rows=len(held_out), duplicates_removed=removed,
-        pii_redactions=dict(sorted(counts.items())), held_out_uri=f"file://{held_out_path.resolve()}",
+        pii_redactions=dict(sorted(counts.items())), pii_engine=scrubber.engine if scrubber else None,
+        pii_names=scrubber.names if scrubber else None, held_out_uri=f"file://{held_out_path.resolve()}",
         added_rows=len(added),
     )
     return Prepared(train=[e for _, e in train], held_out=[e for _, e in held_out], train_path=train_path,

@@ -390,6 +390,12 @@ class DatasetSummary(ApiModel):
     eval_rows: int = Field(description="Rows in the frozen held-out split.")
     duplicates_removed: int = Field(default=0, description="Exact and normalised duplicates dropped.")
     pii_redactions: dict[str, int] = Field(default_factory=dict, description="Redactions by kind (email, phone, …).")
+    pii_engine: str | None = Field(default=None, description="The PII scrubber that ran: 'presidio' (Presidio's "
+                                   "pattern recognizers and phonenumbers, the pii extra) or 'regex' (the built-in "
+                                   "fallback). Unset when piiScrub is off.")
+    pii_names: str | None = Field(default=None, description="Person-name detection: 'on: spaCy model <name>', or "
+                                  "'off: <why>' (no spaCy model installed, or the regex engine): names then stay in "
+                                  "the data. Unset when piiScrub is off.")
     held_out_uri: str | None = Field(default=None, description="Where the frozen held-out set was written.")
     added_rows: int = Field(default=0, description="Of total_rows, examples added to spec.dataset for this run "
                             "(a retrain's labelled feedback): a new dataset version, so a new hash.")
