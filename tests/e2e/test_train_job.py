@@ -30,7 +30,7 @@ import pytest
 
 from tuneloop.api.results import JobResult
 from tuneloop.devenv import basemodel, mlflow_server, ray_head, tinymodel
-from tuneloop.jobs import train
+from tuneloop.jobs import timeline, train
 from tuneloop.jobs.errors import ExitCode
 
 pytestmark = pytest.mark.e2e
@@ -171,6 +171,22 @@ def test_submitted_job_trains_evaluates_and_logs(submitted_run, services: Servic
     logged = JobResult.model_validate(json.loads(Path(logged_path).read_text()))
     assert logged.status == "Succeeded" and logged.model_uri == result.model_uri
     assert logged.metrics == result.metrics and logged.dataset == result.dataset
+
+    # Where the job's seconds went: every stage mark (jobs.timeline), from the driver and from rank 0
+    # (forwarded by Ray, so not necessarily in log order), at times in the stages' order.
+    marks = timeline.parse(logs)
+    assert sorted(marks, key=marks.__getitem__) == [s for s in timeline.STAGES if s != "submitted"], marks
+    # No fixed cost a CPU job does not need: it evaluates in its driver (no evaluate_run Ray task, which
+    # started a process that imported torch and transformers again), and no AutoscalingCoordinator
+    # actor is asked for resources (jobs.trainer: its 5 s waits ran out on a fresh head).
+    from ray.util.state import list_actors, list_tasks
+
+    address = services.ray.address
+    tasks = list_tasks(address=address, filters=[("type", "=", "NORMAL_TASK")], limit=10_000,
+                       raise_on_missing_output=False)
+    assert not [t.name for t in tasks if t.name.rsplit(".", 1)[-1] == "evaluate_run"]
+    actors = list_actors(address=address, limit=10_000, raise_on_missing_output=False)
+    assert actors and not [a.class_name for a in actors if "AutoscalingCoordinator" in a.class_name]
 
     import mlflow.pyfunc
 
