@@ -144,4 +144,4 @@ async def shutdown(memo: kopf.Memo, **_: Any) -> None:
     if monitor_pool is not None:
         monitor_pool.close()
     clients.registry.close()
-    clients.kube.close()
+    await clients.kube.aclose()
