@@ -134,6 +134,22 @@ def test_a_named_spacy_model_that_is_not_there_turns_names_off_and_says_why(monk
     assert scrubber.scrub("Anna Schmidt called")[0] == "Anna Schmidt called"
 
 
+def test_phone_regions(monkeypatch: pytest.MonkeyPatch) -> None:
+    """phonenumbers looks for national formats in the configured regions (Presidio's eight by default)."""
+    from tuneloop.jobs import pii_presidio
+
+    monkeypatch.delenv("TUNELOOP_PII_PHONE_REGIONS", raising=False)
+    assert pii_presidio.phone_regions() == ("US", "GB", "DE", "FR", "IL", "IN", "CA", "BR")
+    monkeypatch.setenv("TUNELOOP_PII_PHONE_REGIONS", " de, gb ")
+    scrubber = pii_presidio.PresidioScrubber()
+    assert scrubber.phone_regions == ("DE", "GB")
+    # international numbers are found whatever the regions
+    assert scrubber.scrub("call +1 415 555 2671 now")[0] == "call [PHONE] now"
+    monkeypatch.setenv("TUNELOOP_PII_PHONE_REGIONS", "DE,UK")
+    with pytest.raises(ValueError, match="TUNELOOP_PII_PHONE_REGIONS: UK not"):
+        pii_presidio.phone_regions()
+
+
 def test_engine_choice(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("TUNELOOP_PII_ENGINE", raising=False)
     assert pii.build_scrubber().engine == "presidio"  # the pii extra is in dev
