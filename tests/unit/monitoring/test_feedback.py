@@ -4,9 +4,13 @@ exact and normalised keys), an order-independent hash — and a file the trainin
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from tuneloop.api.finetune import DatasetSpec
 from tuneloop.jobs import datasets
@@ -54,3 +58,31 @@ def test_the_training_job_reads_the_written_file_as_a_dataset(tmp_path: Path) ->
     feedback.write_jsonl(got, path)
     examples = datasets.load_examples(DatasetSpec(uri=f"file://{path}"))
     assert [(e.prompt, e.completion) for e in examples] == [(x["prompt"], x["completion"]) for x in got.examples]
+
+
+IN_A_FRESH_PROCESS = """
+import sys
+import pandas as pd
+from tuneloop.monitoring import feedback
+window = pd.DataFrame([{"prompt": "Invoice INV-3, questions to jane.doe@example.com", "feedback_label": "x",
+                        "feedback_correction": None}])
+got = feedback.build_feedback_set(window, [])
+print(got.examples[0]["prompt"], feedback.scrubber().engine, "spacy" in sys.modules, "torch" in sys.modules)
+"""
+
+
+def test_the_monitors_second_pass_keeps_spacy_and_torch_out_of_the_checking_process() -> None:
+    """The checks run in the operator's process: Presidio's spaCy (which imports torch) stays out of it
+    unless TUNELOOP_PII_ENGINE asks for it."""
+    env = {k: v for k, v in os.environ.items() if k != "TUNELOOP_PII_ENGINE"}
+    done = subprocess.run([sys.executable, "-c", IN_A_FRESH_PROCESS], env=env, capture_output=True, text=True,
+                          timeout=300, check=True)
+    assert done.stdout.split() == ["Invoice", "INV-3,", "questions", "to", "[EMAIL]", "regex", "False", "False"]
+
+
+def test_the_engine_can_be_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(feedback, "_scrubber", None)
+    monkeypatch.setenv("TUNELOOP_PII_ENGINE", "presidio")
+    window = pd.DataFrame([{"prompt": "from 10.1.2.3", "feedback_label": "x", "feedback_correction": None}])
+    assert feedback.build_feedback_set(window, []).examples == [{"prompt": "from [IP]", "completion": "x"}]
+    assert feedback.scrubber().engine == "presidio"

@@ -4,8 +4,12 @@ among themselves and against the original dataset with the training job's keys (
 Unicode form and whitespace do not make a new example), and hashed so the retrain records exactly which
 examples it added.
 
-The traffic log is already scrubbed when written; scrubbing again costs little and keeps the promise when
-the window came from elsewhere. Examples carry `prompt` and `completion`, the training job's default
+The traffic log is already scrubbed when written (with Presidio's recognizers where the pii extra is
+installed), and the retrain's data preparation scrubs these examples again with the job's scrubber; this
+second pass keeps the promise when the window came from elsewhere. It uses the regex engine unless
+TUNELOOP_PII_ENGINE names one: the checks run in the operator's process, and Presidio brings spaCy, which
+imports torch (~760 MB, and up to minutes on a busy node: building it in a thread there lagged an event
+loop by up to 3 s). Examples carry `prompt` and `completion`, the training job's default
 field names.
 """
 
@@ -13,6 +17,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import threading
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -35,6 +41,19 @@ class FeedbackSet:
     hash: str = ""  # sha256 over the examples' sorted exact keys (order-independent)
 
 
+_lock = threading.Lock()
+_scrubber: pii.Scrubber | None = None
+
+
+def scrubber() -> pii.Scrubber:
+    """The feedback set's scrubber: TUNELOOP_PII_ENGINE's engine, else the regex one (see the module doc)."""
+    global _scrubber
+    with _lock:
+        if _scrubber is None:
+            _scrubber = pii.build_scrubber(os.environ.get(pii.ENGINE_ENV) or "regex")
+        return _scrubber
+
+
 def content_keys(example: Mapping[str, str | None]) -> tuple[str, str]:
     """The training job's (exact, normalised) keys of an example's content fields."""
     content = {k: example.get(k) for k in ("system", "prompt", "completion", "rejected")}
@@ -47,11 +66,12 @@ def build_feedback_set(window: Any, original: Iterable[Mapping[str, str | None]]
     known = {k for example in original for k in content_keys(example)}
     counts: Counter[str] = Counter()
     candidates = []
+    scrub = scrubber().scrub
     for prompt, answer in zip(window[columns.PROMPT].tolist(), checking.expected_answers(window), strict=True):
         if answer is None or not isinstance(prompt, str) or not prompt.strip():
             continue
-        clean_prompt, found_prompt = pii.scrub(prompt)
-        clean_answer, found_answer = pii.scrub(answer)
+        clean_prompt, found_prompt = scrub(prompt)
+        clean_answer, found_answer = scrub(answer)
         counts.update(found_prompt)
         counts.update(found_answer)
         candidates.append({"prompt": clean_prompt, "completion": clean_answer})
