@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
+import time
 from typing import Any
 
 import aiohttp
@@ -25,6 +26,9 @@ from kubernetes.client.rest import is_socks_proxy_url, should_bypass_proxies
 
 # The official client sets no timeout at all; a create under a burst of hundreds takes seconds here.
 TIMEOUT = aiohttp.ClientTimeout(total=60, sock_connect=10)
+# `Configuration.auth_settings()` runs the kubeconfig/in-cluster refresh hook (~50 us, a seventh of a
+# request here); tokens live minutes to hours, so the header is re-read at most this often.
+AUTH_CACHE_SECONDS = 10.0
 
 
 class ApiserverHttp:
@@ -43,6 +47,8 @@ class ApiserverHttp:
         self._ssl = self._ssl_context(configuration)
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._auth: dict[str, str] = {}
+        self._auth_read_at: float | None = None
 
     @staticmethod
     def _ssl_context(c: k8s.Configuration) -> ssl.SSLContext | bool:
@@ -67,12 +73,15 @@ class ApiserverHttp:
         return self._session
 
     def _headers(self, content_type: str) -> dict[str, str]:
-        headers = {"Accept": "application/json", "Content-Type": content_type}
-        for setting in self._config.auth_settings().values():
-            auth: dict[str, Any] = dict(setting)  # type: ignore[call-overload]
-            if auth.get("in") == "header":
-                headers[str(auth["key"])] = str(auth["value"])
-        return headers
+        now = time.monotonic()
+        if self._auth_read_at is None or now - self._auth_read_at >= AUTH_CACHE_SECONDS:
+            self._auth = {}
+            for setting in self._config.auth_settings().values():
+                auth: dict[str, Any] = dict(setting)  # type: ignore[call-overload]
+                if auth.get("in") == "header":
+                    self._auth[str(auth["key"])] = str(auth["value"])
+            self._auth_read_at = now
+        return {"Accept": "application/json", "Content-Type": content_type, **self._auth}
 
     async def request(self, method: str, path: str, body: Any = None,
                       content_type: str = "application/json") -> Any:
