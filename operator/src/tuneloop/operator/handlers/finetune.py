@@ -44,6 +44,14 @@ def _change_key(body: kopf.Body) -> tuple[Any, ...]:
             annotations.get(constants.ANNOTATION_ALIAS_CHECK))
 
 
+def snapshot(body: kopf.Body) -> dict[str, Any]:
+    """A private copy of kopf's live body, without `metadata.managedFields` (the apiserver's field
+    ownership: often the biggest part of the object, never read here, and deep-copied for nothing)."""
+    raw = dict(body)
+    raw["metadata"] = {k: v for k, v in dict(body.get("metadata") or {}).items() if k != "managedFields"}
+    return copy.deepcopy(raw)
+
+
 @kopf.daemon(*RESOURCE, id="reconcile", cancellation_timeout=2.0)
 async def reconcile_daemon(stopped: kopf.DaemonStopped, name: str, namespace: str, body: kopf.Body,
                            memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
@@ -51,7 +59,7 @@ async def reconcile_daemon(stopped: kopf.DaemonStopped, name: str, namespace: st
     memo.seen = _change_key(body)
     # The first look uses the body kopf started us with (no status written by us yet), saving a GET
     # of every new object; later looks GET it, as our own status writes may not have arrived here yet.
-    first_look: dict[str, Any] | None = copy.deepcopy(dict(body))
+    first_look: dict[str, Any] | None = snapshot(body)
     while not stopped:
         wake.clear()
         try:
@@ -70,7 +78,13 @@ async def reconcile_daemon(stopped: kopf.DaemonStopped, name: str, namespace: st
             await asyncio.wait_for(wake.wait(), timeout=delay)
 
 
-@kopf.on.event(*RESOURCE, id="nudge")
+def changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> bool:
+    """The nudge's filter: kopf calls the handler (with its State, invocation and an INFO log line) only
+    for an event that changes the key, not for each of the ~3 watch events of every new object (#11)."""
+    return getattr(memo, "seen", None) != _change_key(body)
+
+
+@kopf.on.event(*RESOURCE, id="nudge", when=changed)
 async def nudge(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     key = _change_key(body)
     if getattr(memo, "seen", None) != key:

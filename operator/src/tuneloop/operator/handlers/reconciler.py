@@ -192,10 +192,11 @@ class FineTuneReconciler:
         Event again (at least once); killed after it, the Event already exists (never lost)."""
         for event in events:
             await self.clients.events.emit(body, event.type, event.reason, event.message)
-        if after.to_k8s() != before.to_k8s():
+        written = after.to_k8s()
+        if written != before.to_k8s():
             assert after.phase is not None, "every status written has a phase"
             meta = body["metadata"]
-            await self.clients.kube.write_finetune_status(meta["namespace"], meta["name"], after.to_k8s())
+            await self.clients.kube.write_finetune_status(meta["namespace"], meta["name"], written)
 
     def _record_transition(self, after: FineTuneStatus) -> None:
         run = after.run
