@@ -4,12 +4,8 @@ the tiny Llama. A FineTune trains, registers and becomes champion; a worse one s
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
-import threading
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,31 +13,23 @@ from mlflow.tracking import MlflowClient
 
 from tests.api.conftest import OPERATOR_ENV, start_operator
 from tests.api.kube import Cluster, wait_for
+from tests.e2e.conftest import SharedServices
 from tuneloop.api import constants
-from tuneloop.devenv import basemodel, mlflow_server, ray_head, tinymodel
+from tuneloop.devenv import basemodel, tinymodel
 
 pytestmark = [pytest.mark.e2e, pytest.mark.apiserver, pytest.mark.slow]
 FAST_RAY_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5", "MLFLOW_DISABLE_TELEMETRY": "true"}
 
 
 @pytest.fixture(scope="module")
-def services(tmp_path_factory) -> Iterator[dict[str, Any]]:
+def services(shared_services: SharedServices, tmp_path_factory) -> Iterator[dict[str, Any]]:
+    """The session's MLflow server and Ray head (tests/e2e/conftest.py); the model names below are this
+    module's own."""
     workdir = tmp_path_factory.mktemp("ft-e2e")
-    ray_dir = Path(f"/tmp/tl-ft-{os.getpid()}")  # unix socket paths must stay short
-    mlflow_srv, head = mlflow_server.MlflowServer(workdir / "mlflow"), ray_head.RayHead(ray_dir, num_cpus=3)
-    with contextlib.ExitStack() as stack:
-        stack.callback(shutil.rmtree, ray_dir, True)
-        stack.callback(head.stop)
-        stack.callback(mlflow_srv.stop)
-        threads = [threading.Thread(target=s.start) for s in (mlflow_srv, head)]
-        for t in threads:
-            t.start()
-        model_dir = basemodel.ensure_base_model()  # pre-trained once, cached (make demo uses the same)
-        data = tinymodel.write_jsonl(workdir / "data.jsonl", tinymodel.invoice_examples(96, seed=3))
-        for t in threads:
-            t.join()
-        yield {"tracking_uri": mlflow_srv.tracking_uri, "address": head.address, "model": model_dir, "data": data,
-               "storage": workdir / "storage"}
+    model_dir = basemodel.ensure_base_model()  # pre-trained once, cached (make demo uses the same)
+    data = tinymodel.write_jsonl(workdir / "data.jsonl", tinymodel.invoice_examples(96, seed=3))
+    yield {"tracking_uri": shared_services.tracking_uri, "address": shared_services.ray.address, "model": model_dir,
+           "data": data, "storage": workdir / "storage"}
 
 
 def spec(s: dict[str, Any], **training: Any) -> dict[str, Any]:

@@ -6,14 +6,10 @@ better; the base scores 0.5) for DPO, perplexity (lower is better) for continued
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import random
-import shutil
-import threading
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,8 +17,9 @@ from mlflow.tracking import MlflowClient
 
 from tests.api.conftest import OPERATOR_ENV, start_operator
 from tests.api.kube import Cluster, wait_for
+from tests.e2e.conftest import SharedServices
 from tuneloop.api import constants
-from tuneloop.devenv import basemodel, mlflow_server, ray_head, tinymodel
+from tuneloop.devenv import basemodel, tinymodel
 
 pytestmark = [pytest.mark.e2e, pytest.mark.apiserver, pytest.mark.slow]
 FAST_RAY_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5", "MLFLOW_DISABLE_TELEMETRY": "true"}
@@ -47,24 +44,15 @@ def documents(n: int, seed: int) -> list[dict[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def services(tmp_path_factory) -> Iterator[dict[str, Any]]:
+def services(shared_services: SharedServices, tmp_path_factory) -> Iterator[dict[str, Any]]:
+    """The session's MLflow server and Ray head (tests/e2e/conftest.py: 4 logical CPUs, so the DPO run's two
+    workers and the continued-pretraining run's one train side by side); the model names are this module's own."""
     workdir = tmp_path_factory.mktemp("methods-e2e")
-    ray_dir = Path(f"/tmp/tl-mt-{os.getpid()}")  # unix socket paths must stay short
-    mlflow_srv, head = mlflow_server.MlflowServer(workdir / "mlflow"), ray_head.RayHead(ray_dir, num_cpus=4)
-    with contextlib.ExitStack() as stack:
-        stack.callback(shutil.rmtree, ray_dir, True)
-        stack.callback(head.stop)
-        stack.callback(mlflow_srv.stop)
-        threads = [threading.Thread(target=s.start) for s in (mlflow_srv, head)]
-        for t in threads:
-            t.start()
-        model_dir = basemodel.ensure_base_model()  # pre-trained once, cached (make demo uses the same)
-        pairs = tinymodel.write_jsonl(workdir / "pairs.jsonl", preference_pairs(64, seed=5))
-        corpus = tinymodel.write_jsonl(workdir / "corpus.jsonl", documents(80, seed=6))
-        for t in threads:
-            t.join()
-        yield {"tracking_uri": mlflow_srv.tracking_uri, "address": head.address, "model": model_dir,
-               "pairs": pairs, "corpus": corpus, "storage": workdir / "storage"}
+    model_dir = basemodel.ensure_base_model()  # pre-trained once, cached (make demo uses the same)
+    pairs = tinymodel.write_jsonl(workdir / "pairs.jsonl", preference_pairs(64, seed=5))
+    corpus = tinymodel.write_jsonl(workdir / "corpus.jsonl", documents(80, seed=6))
+    yield {"tracking_uri": shared_services.tracking_uri, "address": shared_services.ray.address, "model": model_dir,
+           "pairs": pairs, "corpus": corpus, "storage": workdir / "storage"}
 
 
 def common(s: dict[str, Any], model_name: str, workers: int) -> dict[str, Any]:

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import shutil
 import threading
 import time
 import uuid
@@ -30,9 +28,10 @@ from kubernetes import client as k8s
 
 from tests.api.harness import OperatorProcess, operator_process_env
 from tests.api.kube import wait_for
+from tests.e2e.conftest import SharedServices
 from tests.e2e.test_serving_runtime import MODEL_NAME, PROMPT, build_adapter, http, keep_logs, log_and_register
 from tuneloop.api import constants
-from tuneloop.devenv import mlflow_server, ray_head, tinymodel
+from tuneloop.devenv import ray_head, tinymodel
 from tuneloop.devenv.ports import free_port
 
 pytestmark = pytest.mark.e2e
@@ -103,34 +102,29 @@ def serving(version: str) -> Callable[[dict[str, Any]], bool]:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, kubeconfig: Path, api_client: Any) -> Iterator[Stack]:
+def stack(shared_services: SharedServices, tmp_path_factory: pytest.TempPathFactory, kubeconfig: Path,
+          api_client: Any) -> Iterator[Stack]:
+    """The session's Ray head and MLflow server (tests/e2e/conftest.py); MODEL_NAME starts from version 1 as
+    on a server of its own (the story checks "versions: 1, 2"); Serve is shut down after the module."""
     workdir = tmp_path_factory.mktemp("mdep-e2e")
-    ray_dir = Path(f"/tmp/tl-md-{os.getpid()}")
-    mlflow_srv, head = mlflow_server.MlflowServer(workdir / "mlflow"), ray_head.RayHead(ray_dir, num_cpus=4)
+    head = shared_services.ray
     prefix = f"md{uuid.uuid4().hex[:6]}"
     with contextlib.ExitStack() as es:
-        es.callback(shutil.rmtree, ray_dir, True)
+        es.callback(shared_services.release_serve)
         es.callback(keep_logs, head, workdir / "ray-logs")
-        es.callback(head.stop)
-        es.callback(mlflow_srv.stop)
-        try:
-            head.start()
-        except Exception:
-            head.stop()
-            head.start()
-        mlflow_srv.start()
+        shared_services.forget_model(MODEL_NAME)
         model_dir = tinymodel.build_model(workdir / "model")
         versions = []
         for seed in (1, 2):
             adapter = build_adapter(model_dir, workdir / f"adapter-{seed}", seed)
-            versions.append(log_and_register(mlflow_srv.tracking_uri, model_dir, adapter, workdir / f"run-{seed}")
+            versions.append(log_and_register(shared_services.tracking_uri, model_dir, adapter, workdir / f"run-{seed}")
                             .split("/")[1])
         serve_port = free_port()
         env = operator_process_env({
             "KUBECONFIG": str(kubeconfig), "TUNELOOP_POLL_SECONDS": "1", "TUNELOOP_MAX_POLL_SECONDS": "4",
             "TUNELOOP_SERVE_ROLLOUT_POLL_SECONDS": "2", "TUNELOOP_METRICS_PORT": "0",
             "TUNELOOP_DELETE_TIMEOUT_SECONDS": "30", "TUNELOOP_CLIENT_RETRIES": "1",
-            "TUNELOOP_MLFLOW_TRACKING_URI": mlflow_srv.tracking_uri, "TUNELOOP_SERVE_ADDRESS": head.address,
+            "TUNELOOP_MLFLOW_TRACKING_URI": shared_services.tracking_uri, "TUNELOOP_SERVE_ADDRESS": head.address,
             "TUNELOOP_SERVE_HTTP_HOST": "127.0.0.1", "TUNELOOP_SERVE_HTTP_PORT": str(serve_port),
             "TUNELOOP_STORAGE_ROOT": str(workdir / "storage"),
         })
@@ -140,7 +134,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, kubeconfig: Path, api_client
         for suffix in ("a", "b"):
             core.create_namespace({"metadata": {"name": f"{prefix}-{suffix}"}})
         op.start()
-        yield Stack(head, mlflow_srv.tracking_uri, versions, serve_port, op, k8s.CustomObjectsApi(api_client),
+        yield Stack(head, shared_services.tracking_uri, versions, serve_port, op, k8s.CustomObjectsApi(api_client),
                     core, f"{prefix}-a", workdir)
 
 

@@ -11,15 +11,12 @@ a Failed JobResult, and no MLflow run.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shlex
-import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,8 +25,9 @@ from typing import Any
 
 import pytest
 
+from tests.e2e.conftest import SharedServices
 from tuneloop.api.results import JobResult
-from tuneloop.devenv import basemodel, mlflow_server, ray_head, tinymodel
+from tuneloop.devenv import basemodel, ray_head, tinymodel
 from tuneloop.jobs import timeline, train
 from tuneloop.jobs.errors import ExitCode
 
@@ -51,35 +49,14 @@ class Services:
 
 
 @pytest.fixture(scope="module")
-def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
-    """MLflow server, Ray head (started side by side: each takes seconds) and the tiny model + data."""
+def services(shared_services: SharedServices, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
+    """The session's MLflow server and Ray head (tests/e2e/conftest.py: no story here kills either), and the
+    tiny model + data of this module."""
     workdir = tmp_path_factory.mktemp("train-e2e")
-    # The Ray temp dir holds unix sockets (107-byte path limit), so it stays short and outside tmp_path.
-    ray_dir = Path(f"/tmp/tl-e2e-{os.getpid()}")
-    mlflow_srv, head = mlflow_server.MlflowServer(workdir / "mlflow"), ray_head.RayHead(ray_dir, num_cpus=3)
-    with contextlib.ExitStack() as stack:
-        stack.callback(shutil.rmtree, ray_dir, True)
-        stack.callback(head.stop)
-        stack.callback(mlflow_srv.stop)
-        errors: list[BaseException] = []
-
-        def start(service: Any) -> None:
-            try:
-                service.start()
-            except BaseException as e:
-                errors.append(e)
-
-        threads = [threading.Thread(target=start, args=(s,)) for s in (mlflow_srv, head)]
-        for t in threads:
-            t.start()
-        model_dir = basemodel.ensure_base_model()  # pre-trained once, cached (make demo uses the same)
-        data_path = tinymodel.write_jsonl(workdir / "data" / "invoices.jsonl",
-                                          tinymodel.invoice_examples(96, seed=3, pii_every=8))
-        for t in threads:
-            t.join()
-        if errors:
-            raise errors[0]
-        yield Services(mlflow_srv.tracking_uri, head, model_dir, data_path, workdir)
+    model_dir = basemodel.ensure_base_model()  # pre-trained once, cached (make demo uses the same)
+    data_path = tinymodel.write_jsonl(workdir / "data" / "invoices.jsonl",
+                                      tinymodel.invoice_examples(96, seed=3, pii_every=8))
+    yield Services(shared_services.tracking_uri, shared_services.ray, model_dir, data_path, workdir)
 
 
 def make_spec(s: Services, **overrides: Any) -> dict[str, Any]:
