@@ -45,28 +45,8 @@ class Kube(Protocol):
     async def write_finetune_status(self, namespace: str, name: str, status: dict[str, Any]) -> None: ...
     async def ensure_configmap(self, body: dict[str, Any]) -> None: ...
     async def ensure_rayjob(self, body: dict[str, Any]) -> None: ...
-    async def get_rayservice(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return await self._get_or_none(
-            f"get RayService {namespace}/{name}", self._custom.get_namespaced_custom_object,
-            RAY_GROUP, RAY_VERSION, namespace, "rayservices", name,
-        )
-
-    async def apply_rayservice(self, body: dict[str, Any]) -> None:
-        """Create the RayService, or replace its whole spec (a JSON patch: no stale keys merged in)."""
-        meta = body["metadata"]
-        what = f"RayService {meta['namespace']}/{meta['name']}"
-        try:
-            await self._call(f"create {what}", self._custom.create_namespaced_custom_object,
-                             RAY_GROUP, RAY_VERSION, meta["namespace"], "rayservices", body)
-            return
-        except Rejected as e:
-            if not (isinstance(e.__cause__, ApiException) and e.__cause__.status == 409):
-                raise
-        await self._call(f"update the spec of {what}", self._custom.patch_namespaced_custom_object,
-                         RAY_GROUP, RAY_VERSION, meta["namespace"], "rayservices", meta["name"],
-                         [{"op": "replace", "path": "/spec", "value": body["spec"]}],
-                         _content_type="application/json-patch+json")
-
+    async def get_rayservice(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+    async def apply_rayservice(self, body: dict[str, Any]) -> None: ...
     async def get_rayjob(self, namespace: str, name: str) -> dict[str, Any] | None: ...
     async def delete_rayjob(self, namespace: str, name: str) -> None: ...
     async def delete_children(self, namespace: str, label_selector: str, owner_uid: str) -> int: ...
@@ -190,7 +170,7 @@ class RealKube:
         except (ApiException, HTTPError, OSError) as e:
             raise _translate(e, what) from e
 
-    async def _get_or_none(self, what: str, fn: Callable[..., T], *args: Any) -> T | None:
+    async def _get_or_none(self, what: str, fn: Callable[..., Any], *args: Any) -> Any:
         try:
             return await self._call(what, fn, *args)
         except Rejected as e:
@@ -323,7 +303,7 @@ class RealKube:
 
         deleted = 0
         try:
-            jobs = await self._call(f"list RayJobs in {namespace}", self._custom.list_namespaced_custom_object,
+            jobs: Any = await self._call(f"list RayJobs in {namespace}", self._custom.list_namespaced_custom_object,
                                     RAY_GROUP, RAY_VERSION, namespace, RAYJOB_PLURAL, label_selector=label_selector)
         except Rejected as e:
             if "not installed" not in str(e):
