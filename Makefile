@@ -31,7 +31,10 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m uv pip install --python $(PY) -e '.[dev]' -c constraints.txt
 	@touch $@
 
-demo: setup kube-apiserver ## The whole loop on this machine with live progress and a summary (ARGS=--keep, ARGS=--cluster=current)
+# demo and test install their prerequisites side by side (a sub-make with -j): on a cold machine the venv
+# install waits on the network and the disk while the Go builds use the CPUs; each is a no-op once cached.
+demo: ## The whole loop on this machine with live progress and a summary (ARGS=--keep, ARGS=--cluster=current)
+	@$(MAKE) --no-print-directory -j2 setup kube-apiserver
 	$(PY) -m tuneloop.devenv.demo $(ARGS)
 
 base-model: setup ## Pre-train the small local base model once (cached in ~/.cache/tuneloop/base-model)
@@ -68,7 +71,8 @@ lint: setup ## ruff, import-linter (decide/act layering) and mypy
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy operator/src/tuneloop/api
 
-test: setup kube-apiserver helm argocd-health ## Install what is needed and run every suite (unit, real apiserver, e2e)
+test: ## Install what is needed and run every suite (unit, real apiserver, e2e)
+	@$(MAKE) --no-print-directory -j4 setup kube-apiserver helm argocd-health
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 test-unit: setup helm argocd-health ## Unit tests only (no services; helm and the Lua sandbox are built once)
