@@ -178,19 +178,21 @@ class MlflowRegistry:
 
         return await self._call(f"register {source} as a version of {model!r}", register)
 
-    async def get_alias(self, tracking_uri: str, model: str, alias: str) -> VersionInfo | None:
-        def get() -> VersionInfo | None:
-            client = self._client(tracking_uri)
-            try:
-                mv = self._none_if_missing(lambda: client.get_model_version_by_alias(model, alias))
-            except Exception as e:
-                # An alias nobody set yet is INVALID_PARAMETER_VALUE "... alias champion not found".
-                if getattr(e, "error_code", None) == "INVALID_PARAMETER_VALUE" and "not found" in str(e):
-                    return None
-                raise
-            return _info(mv) if mv is not None else None
+    @classmethod
+    def _alias_or_none(cls, client: Any, model: str, alias: str) -> VersionInfo | None:
+        """The version holding `alias`; None when the model or the alias does not exist."""
+        try:
+            mv = cls._none_if_missing(lambda: client.get_model_version_by_alias(model, alias))
+        except Exception as e:
+            # An alias nobody set yet is INVALID_PARAMETER_VALUE "... alias champion not found".
+            if getattr(e, "error_code", None) == "INVALID_PARAMETER_VALUE" and "not found" in str(e):
+                return None
+            raise
+        return _info(mv) if mv is not None else None
 
-        return await self._call(f"read alias {alias!r} of {model!r}", get)
+    async def get_alias(self, tracking_uri: str, model: str, alias: str) -> VersionInfo | None:
+        return await self._call(f"read alias {alias!r} of {model!r}",
+                                lambda: self._alias_or_none(self._client(tracking_uri), model, alias))
 
     async def set_alias(self, tracking_uri: str, model: str, alias: str, version: str) -> None:
         await self._call(f"set alias {alias!r} of {model!r} to version {version}",
@@ -199,9 +201,14 @@ class MlflowRegistry:
     async def lookup_model(self, tracking_uri: str, model: str, alias: str | None, version: str | None
                            ) -> ModelLookup:
         """The version `alias` (or the pinned `version`) of `model` names, or — when there is none — which
-        versions and aliases exist, for a message that says what to use instead."""
+        versions and aliases exist, for a message that says what to use instead. An alias that resolves
+        costs one request (a Serving deployment re-reads it on every look); only a miss lists the rest."""
         def lookup() -> ModelLookup:
             client = self._client(tracking_uri)
+            if alias is not None:
+                held = self._alias_or_none(client, model, alias)
+                if held is not None:
+                    return ModelLookup(held, aliases=dict.fromkeys(held.aliases or (alias,), held.version))
             registered = self._none_if_missing(lambda: client.get_registered_model(model))
             if registered is None:
                 return ModelLookup(None, model_exists=False)
