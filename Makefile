@@ -98,8 +98,8 @@ bench-serve: setup ## Ray Serve runtime: requests/s and p50/p99 with traffic log
 bench-monitor: setup ## A monitor check at 10k and 100k logged rows vs a bare Evidently call on the same frames
 	$(PY) bench/bench_monitor.py --out bench/results/monitor.json
 
-bench-operator: setup kube-apiserver ## Apply 100 and 500 FineTunes, alone and beside 50 ModelDeployments + 20 monitors: apply->RayJob latency, CPU, RSS
-	$(PY) bench/bench_operator.py --mixed
+bench-operator: setup kube-apiserver ## Apply 100 and 500 FineTunes, alone and beside 50 ModelDeployments + 20 monitors: apply->RayJob latency, CPU, RSS; idle cost
+	$(PY) bench/bench_operator.py --mixed --idle
 
 clean: ## Remove build outputs (keeps .venv and caches)
 	rm -rf bench/results .pytest_cache .mypy_cache .ruff_cache

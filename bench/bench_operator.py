@@ -78,7 +78,9 @@ IDLE_METHOD = (
     "RayService mode following a champion alias in a real MLflow server, monitored hourly by the scripted check. "
     "The operator starts, brings the M to Serving (the bench acts as KubeRay) and checks each once; once it "
     "settled (under 5% of a core over 10 s, then 10 s more), its CPU (utime+stime) is read over --idle-window "
-    "seconds: operator_cpu_percent_of_a_core = CPU seconds / window. RSS is VmRSS at the end and VmHWM."
+    "seconds (default 120: a Serving deployment looks again every TUNELOOP_MAX_POLL_SECONDS, 120 s, so the window "
+    "holds about one look of each): operator_cpu_percent_of_a_core = CPU seconds / window. RSS is VmRSS at the end "
+    "and VmHWM. finetune_phases_after and rayjobs_started check that nothing started again."
 )
 
 
@@ -440,7 +442,8 @@ def main() -> int:
     parser.add_argument("--idle", action="store_true", help="also measure the operator holding finished work")
     parser.add_argument("--idle-finetunes", type=int, default=1000)
     parser.add_argument("--idle-deployments", type=int, default=200)
-    parser.add_argument("--idle-window", type=float, default=90, help="seconds the idle CPU is measured over")
+    parser.add_argument("--idle-window", type=float, default=120,
+                        help="seconds the idle CPU is measured over (a Serving deployment looks every 120 s)")
     parser.add_argument("--profile", type=Path, metavar="PATH",
                         help="record the operator with py-spy (--gil; pip install py-spy) into PATH.<size>.txt "
                              "(raw, collapsed stacks); its CPU figures are then not comparable with unprofiled runs")
