@@ -42,6 +42,7 @@ import operator_load as load  # bench/, next to this file
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results" / "operator.json"
+OPERATOR_ENV = {"TUNELOOP_KUBE_THREADS": "16"}  # --kube-threads, --operator-src change it (for comparisons)
 POLL_SECONDS = 30
 RAYJOB_CRD = REPO / "tests" / "fixtures" / "rayjob-crd.yaml"
 METHOD = (
@@ -151,7 +152,7 @@ def run_size(cp, api_client, size: int, workers: int, profile: Path | None = Non
     ns = f"bench-{size}-{scenario}-{int(time.time())}"
     cp.kubectl("create", "namespace", ns)
     env = {**os.environ, "KUBECONFIG": str(cp.kubeconfig), "TUNELOOP_POLL_SECONDS": str(POLL_SECONDS),
-           "TUNELOOP_METRICS_PORT": "0", "TUNELOOP_KUBE_THREADS": "16"}
+           "TUNELOOP_METRICS_PORT": "0", **OPERATOR_ENV}
     if mixed:
         scripts = mixed.scripts / ns
         env |= {"TUNELOOP_MONITOR_CHECK": load.SCRIPTED_CHECK, load.SCRIPT_DIR_ENV: str(scripts)}
@@ -349,7 +350,7 @@ def run_idle(cp, api_client, tracking_uri: str, scripts: Path, finetunes: int, d
         list(pool.map(lambda n: custom.create_namespaced_custom_object(
             load.GROUP, load.VERSION, ns, "modeldeployments", load.deployment(n, tracking_uri, 3600)), names))
     load.KubeRayStandIn(api_client, ns)
-    env = {**os.environ, "KUBECONFIG": str(cp.kubeconfig), "TUNELOOP_METRICS_PORT": "0",
+    env = {**os.environ, "KUBECONFIG": str(cp.kubeconfig), "TUNELOOP_METRICS_PORT": "0", **OPERATOR_ENV,
            "TUNELOOP_MONITOR_CHECK": load.SCRIPTED_CHECK, load.SCRIPT_DIR_ENV: str(scripts / ns)}
     log = open(REPO / "bench" / "results" / "operator-idle.log", "w")  # noqa: SIM115
     op = subprocess.Popen([sys.executable, "-m", "kopf", "run", "-m", "tuneloop.operator.main", "--standalone",
@@ -444,6 +445,11 @@ def main() -> int:
     parser.add_argument("--idle-deployments", type=int, default=200)
     parser.add_argument("--idle-window", type=float, default=120,
                         help="seconds the idle CPU is measured over (a Serving deployment looks every 120 s)")
+    parser.add_argument("--kube-threads", type=int, default=16,
+                        help="TUNELOOP_KUBE_THREADS of the operator (also its apiserver connection limit)")
+    parser.add_argument("--operator-src", type=Path, metavar="DIR",
+                        help="run the operator from another checkout's operator/src (a before/after comparison)")
+    parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--profile", type=Path, metavar="PATH",
                         help="record the operator with py-spy (--gil; pip install py-spy) into PATH.<size>.txt "
                              "(raw, collapsed stacks); its CPU figures are then not comparable with unprofiled runs")
@@ -457,6 +463,9 @@ def main() -> int:
     urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
     from tuneloop.devenv import controlplane, mlflow_server
 
+    OPERATOR_ENV["TUNELOOP_KUBE_THREADS"] = str(args.kube_threads)
+    if args.operator_src:
+        OPERATOR_ENV["PYTHONPATH"] = os.pathsep.join([str(args.operator_src.resolve()), str(REPO)])
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     runs, idle = [], None
     with controlplane.running() as cp, tempfile.TemporaryDirectory(prefix="bench-operator-") as tmp:
@@ -487,9 +496,9 @@ def main() -> int:
            "method": METHOD, "mixed_method": MIXED_METHOD, "idle_method": IDLE_METHOD,
            "goals": {"p50_ms_at_500": 150, "p99_ms_at_500": 1000, "rss_mb": 250, "mixed_over_no_load": 1.3,
                      "idle_percent_of_a_core": 2, "idle_rss_mb": 400},
-           "runs": runs, "summary": summarize(runs), "idle": idle}
-    RESULTS.write_text(json.dumps(out, indent=2) + "\n")
-    print(f"wrote {RESULTS}")
+           "operator_env": OPERATOR_ENV, "runs": runs, "summary": summarize(runs), "idle": idle}
+    args.out.write_text(json.dumps(out, indent=2) + "\n")
+    print(f"wrote {args.out}")
     return 0
 
 
