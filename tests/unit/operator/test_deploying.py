@@ -93,7 +93,7 @@ CASES: dict[str, Case] = {
         observed(found("2"), app("RUNNING", deployed_at=T0.timestamp() - 5), status(rollout="2")), "Deploying",
         ("False", "Deploying"), requeue=2, rolling_out="True"),
     "RUNNING after our send with our config: Serving": Case(
-        observed(found("2"), app("RUNNING"), status(rollout="2")), "Serving", ("True", "Serving"), requeue=120,
+        observed(found("2"), app("RUNNING"), status(rollout="2")), "Serving", ("True", "Serving"), requeue=10,
         served="2", rolling_out="False", events=("Serving", "RolloutComplete"),
         message_has=("http://127.0.0.1:8000/ns/md",)),
     "another version serving, candidate warmed up: send ours": Case(
@@ -117,12 +117,10 @@ CASES: dict[str, Case] = {
         "Serving", ("True", "Serving"), requeue=2, served="2", rolling_out="True", events=()),
     "alias moved, switch confirmed": Case(
         observed(found("3"), app("RUNNING", version="3", first="2"), status(served="2", rollout="3", first="2")),
-        "Serving", ("True", "Serving"), requeue=120, served="3", rolling_out="False", events=("RolloutComplete",)),
-    # Serving following an alias: a slow re-check as for a pinned version (this operator's promotions wake
-    # the deployment at once: test_alias_followers); it was poll_seconds (#11: the idle operator's CPU).
+        "Serving", ("True", "Serving"), requeue=10, served="3", rolling_out="False", events=("RolloutComplete",)),
     "steady: matches, no rollout stored (after a restart)": Case(
         observed(found("2"), app("RUNNING", deployed_at=1.0), status(served="2")), "Serving", ("True", "Serving"),
-        requeue=120, served="2", rolling_out="False"),
+        requeue=10, served="2", rolling_out="False"),
     "pinned version serving: slow re-check": Case(
         observed(found("2"), app("RUNNING", deployed_at=1.0), status(served="2"), s=spec(version="2")), "Serving",
         ("True", "Serving"), requeue=120, served="2"),

@@ -24,7 +24,6 @@ from tuneloop.operator.clients.monitor import ThreadedMonitor
 from tuneloop.operator.clients.ray import HttpRayJobs
 from tuneloop.operator.clients.serve import HttpServe
 from tuneloop.operator.handlers import deployment, finetune, monitor  # register the handlers of both kinds
-from tuneloop.operator.handlers.alias_followers import AliasFollowers
 from tuneloop.operator.handlers.deployment_reconciler import DeploymentReconciler
 from tuneloop.operator.handlers.monitor_reconciler import MonitorReconciler
 from tuneloop.operator.handlers.reconciler import Clients, FineTuneReconciler
@@ -121,12 +120,10 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
         registry=registry,
         events=KubeEvents(kube),
     )
-    followers = AliasFollowers()  # promotions wake the deployments following the model
-    memo.reconciler = FineTuneReconciler(clients, ours, metrics, followers=followers)
+    memo.reconciler = FineTuneReconciler(clients, ours, metrics)
     serve = HttpServe(ours.client_timeout_seconds, ours.client_retries, token, ours.serve_http_host,
                       ours.serve_http_port)
-    memo.deployment_reconciler = DeploymentReconciler(kube, serve, registry, clients.events, ours, metrics,
-                                                      followers=followers)
+    memo.deployment_reconciler = DeploymentReconciler(kube, serve, registry, clients.events, ours, metrics)
     memo.monitor = ThreadedMonitor(ours.monitor_check, ours.monitor_max_checks)
     memo.monitor_reconciler = MonitorReconciler(kube, memo.monitor, clients.events, ours, metrics)
     memo.clients = clients

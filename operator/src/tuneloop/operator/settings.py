@@ -35,8 +35,7 @@ class OperatorSettings(BaseModel):
     max_poll_seconds: float = Field(
         default=120.0, gt=0, le=3600,
         description="Cap of the backoff of waits (a path not there yet, no registry, Ray or MLflow unreachable), "
-        "the least time between two Warning events about the same wait, and how often a Serving ModelDeployment "
-        "re-reads its application's health and its alias (this operator's promotions wake it at once)."
+        "and the least time between two Warning events about the same wait."
     )
     mlflow_tracking_uri: str | None = Field(
         default=None, description="Tracking URI used when spec.registry.trackingUri is empty."

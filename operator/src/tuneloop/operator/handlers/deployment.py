@@ -45,7 +45,7 @@ async def reconcile_daemon(stopped: kopf.DaemonStopped, name: str, namespace: st
     while not stopped:
         wake.clear()
         try:
-            delay = await reconciler.reconcile(namespace, name, first_look, wake)
+            delay = await reconciler.reconcile(namespace, name, first_look)
         except ClientError as e:
             logger.warning("reconcile failed, retrying in %.1fs: %s", reconciler.settings.poll_seconds, e)
             delay = reconciler.settings.poll_seconds

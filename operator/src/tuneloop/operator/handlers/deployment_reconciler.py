@@ -10,7 +10,6 @@ from Serve, leaving every other application as it is.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import replace
@@ -26,7 +25,6 @@ from tuneloop.operator.clients.errors import ClientError, Unavailable
 from tuneloop.operator.clients.kube import Events
 from tuneloop.operator.clients.mlflow import ModelResolver
 from tuneloop.operator.clients.serve import Serve
-from tuneloop.operator.handlers.alias_followers import AliasFollowers
 from tuneloop.operator.logic import canary, deploying, rayservice, serveconfig
 from tuneloop.operator.logic.deploying import DeployObserved, DeployPlan, DeployPolicy, EnsureRayService
 from tuneloop.operator.metrics import Metrics
@@ -53,9 +51,8 @@ class DeploymentReconciler:
 
     def __init__(self, kube: DeploymentKube, serve: Serve, registry: ModelResolver, events: Events,
                  settings: OperatorSettings, metrics: Metrics | None = None,
-                 clock: Callable[[], datetime] = utcnow, followers: AliasFollowers | None = None) -> None:
+                 clock: Callable[[], datetime] = utcnow) -> None:
         self.kube, self.serve, self.registry, self.events = kube, serve, registry, events
-        self.followers = followers or AliasFollowers()
         self.settings = settings
         self.metrics = metrics or Metrics.disabled()
         self.clock = clock
@@ -72,10 +69,8 @@ class DeploymentReconciler:
     def tracking_uri(self, spec: ModelDeploymentSpec) -> str | None:
         return spec.model.tracking_uri or self.settings.mlflow_tracking_uri
 
-    async def reconcile(self, namespace: str, name: str, body: dict[str, Any] | None = None,
-                        wake: asyncio.Event | None = None) -> float | None:
-        """One look; returns seconds until the next (None: on change only). `wake` (the daemon's) is set when
-        this process moves the alias the deployment follows."""
+    async def reconcile(self, namespace: str, name: str, body: dict[str, Any] | None = None) -> float | None:
+        """One look; returns seconds until the next (None: on change only)."""
         if body is None:
             body = await self.kube.get_modeldeployment(namespace, name)
         if body is None or body["metadata"].get("deletionTimestamp"):
@@ -92,12 +87,9 @@ class DeploymentReconciler:
                                             st.observed_generation)
             await self._write(body, status, DeployPlan(st))
             return None  # (a lost race here is redone on the next change)
-        tracking_uri = self.tracking_uri(spec)
-        if wake is not None and tracking_uri and spec.model.alias is not None:
-            self.followers.follow(tracking_uri, spec.model.name, wake)
         o = DeployObserved(namespace=meta["namespace"], name=meta["name"], generation=meta.get("generation", 0),
                            spec=spec, status=status, now=self.clock(), address=self.address(spec),
-                           tracking_uri=tracking_uri, uid=meta.get("uid", ""),
+                           tracking_uri=self.tracking_uri(spec), uid=meta.get("uid", ""),
                            public_endpoint_base=spec.serving.endpoint_base or self.settings.serve_endpoint_base)
         try:
             o = await self.observe_model(o)  # kept when Ray then fails: ModelResolved stays true to MLflow

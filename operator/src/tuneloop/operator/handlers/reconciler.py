@@ -36,7 +36,6 @@ from tuneloop.operator.clients.errors import ClientError, Unavailable
 from tuneloop.operator.clients.kube import Events, Kube
 from tuneloop.operator.clients.mlflow import Registry
 from tuneloop.operator.clients.ray import RayJobs
-from tuneloop.operator.handlers.alias_followers import AliasFollowers
 from tuneloop.operator.logic import deleting, launching, naming, rayjob, reconciling
 from tuneloop.operator.logic.observing import JobObservation, observe_rayjob, observe_submission
 from tuneloop.operator.logic.plans import (
@@ -85,10 +84,8 @@ class FineTuneReconciler:
     """Level-based reconciliation of FineTunes; one instance serves every object."""
 
     def __init__(self, clients: Clients, settings: OperatorSettings, metrics: Metrics | None = None,
-                 clock: Callable[[], datetime] = utcnow, path_exists: Callable[[str], bool] = os.path.exists,
-                 followers: AliasFollowers | None = None) -> None:
+                 clock: Callable[[], datetime] = utcnow, path_exists: Callable[[str], bool] = os.path.exists) -> None:
         self.clients = clients
-        self.followers = followers or AliasFollowers()  # deployments to wake when we move an alias
         self.settings = settings
         self.metrics = metrics or Metrics.disabled()
         self.clock = clock
@@ -321,7 +318,6 @@ class FineTuneReconciler:
                                                          action.tags, action.description)
         elif isinstance(action, SetAlias):
             await self.clients.registry.set_alias(uri, action.model_name, action.alias, action.version)
-            self.followers.moved(uri, action.model_name)
         elif isinstance(action, NudgeFineTune):
             await self.clients.kube.annotate_finetune(action.namespace, action.name,
                                                       {constants.ANNOTATION_ALIAS_CHECK: action.value})

@@ -483,11 +483,9 @@ def _serving(o: DeployObserved, st: ModelDeploymentStatus, version: str, app: Se
     st.conditions = c.set_condition(st.conditions, c.READY, "True", c.REASON_SERVING, message, o.now, o.generation)
     st.conditions = c.set_condition(st.conditions, c.ROLLING_OUT, "False", c.REASON_ROLLOUT_COMPLETE,
                                     f"version {version} serving", o.now, o.generation)
-    # Serving and nothing to do: Serve's health and the alias are re-read now and then. This operator's own
-    # promotions wake a deployment following the alias at once (handlers/alias_followers.py); a move made
-    # elsewhere is seen on this look. (A look every few seconds, with its MLflow request, made hundreds of
-    # idle deployments cost a fifth of a core, #11.)
-    return DeployPlan(st, (), events, p.max_poll_seconds)
+    # An alias is followed by re-reading it; a pinned version only needs Serve's health now and then.
+    requeue = p.poll_seconds if o.spec.model.alias is not None else p.max_poll_seconds
+    return DeployPlan(st, (), events, requeue)
 
 
 def transition_events(before: ModelDeploymentStatus, after: ModelDeploymentStatus) -> tuple[Event, ...]:
