@@ -8,9 +8,6 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 KUBE_VERSION ?= 1.33.13
 PYTEST_ARGS ?=
-# make test runs two pytest-xdist workers (the machine has two cores): one for the stories that share a Ray
-# head and MLflow server, one for the rest (tests/conftest.py). TEST_WORKERS=0 runs everything in one process.
-TEST_WORKERS ?= 2
 # pytest exits 5 when a selection is legitimately empty; treat that as success for sub-suites.
 pytest_ok5 = $(PY) -m pytest $(1) $(PYTEST_ARGS) || { rc=$$?; [ $$rc -eq 5 ] && echo "(no tests selected)" || exit $$rc; }
 
@@ -73,7 +70,7 @@ lint: setup ## ruff, import-linter (decide/act layering) and mypy
 
 test: ## Install what is needed and run every suite (unit, real apiserver, e2e)
 	@$(MAKE) --no-print-directory -j4 setup kube-apiserver helm argocd-health
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: setup helm argocd-health ## Unit tests only (no services; helm and the Lua sandbox are built once)
 	$(call pytest_ok5,tests/unit)

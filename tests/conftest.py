@@ -45,17 +45,3 @@ def namespace(control_plane) -> str:
     name = f"t-{uuid.uuid4().hex[:10]}"
     control_plane.kubectl("create", "namespace", name)
     return name
-
-
-SHARED_SERVICES_GROUP = "shared-services"
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """`make test` runs two pytest-xdist workers with `--dist loadgroup` (two streams on the machine's two
-    cores). Every test that uses the session's one Ray head and MLflow server (tests/e2e/conftest.py
-    shared_services) goes to one worker, so only one worker starts them; everything else (unit, the real
-    apiserver suite, the demo and devenv stories with their own services) is the other stream, in
-    collection order. Without -n the mark does nothing."""
-    for item in items:
-        uses_shared = SHARED_SERVICES_GROUP.replace("-", "_") in getattr(item, "fixturenames", ())
-        item.add_marker(pytest.mark.xdist_group(SHARED_SERVICES_GROUP if uses_shared else "own-services"))
