@@ -287,12 +287,17 @@ def run_size(cp, api_client, size: int, workers: int, profile: Path | None = Non
             **extra,
         }
     finally:
-        op.terminate()
-        try:
-            op.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            op.kill()
-        log.close()
+        stop_operator(op, log)
+
+
+def stop_operator(op: subprocess.Popen, log) -> None:
+    """Stop the bench's `kopf run` (SIGTERM, then SIGKILL after 15 s) and close its log."""
+    op.terminate()
+    try:
+        op.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        op.kill()
+    log.close()
 
 
 def mixed_figures(api_client, ns: str, mixed: Mixed, scripts: Path, wall_started: float, settled_at: float) -> dict:
@@ -406,12 +411,7 @@ def run_idle(cp, api_client, tracking_uri: str, scripts: Path, finetunes: int, d
             "operator_rss_mb": round(rss_now, 1), "operator_rss_mb_peak": round(peak_rss_mb(op.pid), 1),
         }
     finally:
-        op.terminate()
-        try:
-            op.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            op.kill()
-        log.close()
+        stop_operator(op, log)
 
 
 def summarize(runs: list[dict]) -> list[dict]:
