@@ -99,3 +99,41 @@ def test_an_unreachable_apiserver_is_unavailable(kubeconfig: Path) -> None:
             await kube.aclose()
 
     assert "get FineTune default/ft" in str(asyncio.run(story()))
+
+
+def test_a_modeldeployment_look_reads_writes_and_loses_a_race_cleanly(kubeconfig: Path, api_client: Any,
+                                                                      control_plane: Any, namespace: str) -> None:
+    """The calls every look of a ModelDeployment makes: read it and its RayService (missing: None), write its
+    status, and the conditional write that two daemons share (a stale resourceVersion: False, nothing written)."""
+    crd = Path(__file__).resolve().parents[1] / "fixtures" / "rayservice-crd.yaml"
+    control_plane.kubectl("apply", "--server-side", "-f", str(crd))
+    control_plane.kubectl("wait", "--for=condition=Established", "--timeout=30s", "-f", str(crd))
+    custom = k8s.CustomObjectsApi(api_client)
+    custom.create_namespaced_custom_object(constants.GROUP, constants.VERSION, namespace, constants.DEPLOYMENT_PLURAL, {
+        "apiVersion": constants.API_VERSION, "kind": "ModelDeployment", "metadata": {"name": "md"},
+        "spec": {"model": {"name": "m", "alias": "champion"}}})
+    custom.create_namespaced_custom_object("ray.io", "v1", namespace, "rayservices", {
+        "apiVersion": "ray.io/v1", "kind": "RayService", "metadata": {"name": "rs"}, "spec": {}})
+
+    async def story() -> tuple[Any, ...]:
+        kube = real_kube(kubeconfig)
+        try:
+            missing = (await kube.get_modeldeployment(namespace, "nope"), await kube.get_rayservice(namespace, "nope"))
+            rayservice = await kube.get_rayservice(namespace, "rs")
+            first = await kube.get_modeldeployment(namespace, "md")
+            await kube.write_modeldeployment_status(namespace, "md", {"phase": "Pending"})
+            stale = await kube.write_modeldeployment_status_if(namespace, "md", {"phase": "Serving"},
+                                                               first["metadata"]["resourceVersion"])
+            fresh = await kube.get_modeldeployment(namespace, "md")
+            won = await kube.write_modeldeployment_status_if(namespace, "md", {"phase": "Deploying"},
+                                                             fresh["metadata"]["resourceVersion"])
+            return missing, rayservice, fresh, stale, won, await kube.get_modeldeployment(namespace, "md")
+        finally:
+            await kube.aclose()
+
+    missing, rayservice, fresh, stale, won, last = asyncio.run(story())
+    assert missing == (None, None)
+    assert rayservice["metadata"]["name"] == "rs"
+    assert fresh["status"]["phase"] == "Pending" and fresh["spec"]["model"]["alias"] == "champion"
+    assert (stale, won) == (False, True)
+    assert last["status"]["phase"] == "Deploying"

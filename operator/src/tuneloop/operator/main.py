@@ -127,6 +127,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
     memo.monitor = ThreadedMonitor(ours.monitor_check, ours.monitor_max_checks)
     memo.monitor_reconciler = MonitorReconciler(kube, memo.monitor, clients.events, ours, metrics)
     memo.clients = clients
+    memo.registry = registry
     memo.serve = serve
     logger.info("tuneloop operator started: poll %.1fs, metrics port %s", ours.poll_seconds, ours.metrics_port or "off")
 
@@ -143,5 +144,7 @@ async def shutdown(memo: kopf.Memo, **_: Any) -> None:
     monitor_pool = getattr(memo, "monitor", None)
     if monitor_pool is not None:
         monitor_pool.close()
-    clients.registry.close()
+    registry = getattr(memo, "registry", None)
+    if registry is not None:
+        await registry.aclose()
     await clients.kube.aclose()

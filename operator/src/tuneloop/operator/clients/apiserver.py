@@ -1,11 +1,12 @@
-"""Raw JSON requests to the apiserver over aiohttp, on the event loop, for the FineTune create path.
+"""Raw JSON requests to the apiserver over aiohttp, on the event loop, for the calls made per object and per look.
 
 Measured on the bench's apiserver (`make bench-operator`, #11): a ConfigMap create through the official
 client costs ~0.9-1.5 ms of operator CPU (its pydantic `validate_call` wrapper, OpenAPI model
 (de)serialization, urllib3 on a thread, the thread hand-off back to the loop) against ~0.35 ms here.
 The FineTune controller makes four writes per new object, so its hot calls (read the FineTune, write
-its status, create the ConfigMap and RayJob, post Events) come this way; the rest of `RealKube` stays
-on the official client. Connection settings come from the same `kubernetes.client.Configuration`
+its status, create the ConfigMap and RayJob, post Events) come this way, as do a ModelDeployment's
+(read it, write its status, read its RayService: every look of every Serving deployment); the rest of
+`RealKube` (rare writes, deletes, lists) stays on the official client. Connection settings come from the same `kubernetes.client.Configuration`
 (server, CA, client certificate, bearer token read per request so a refreshed token is used, proxy),
 so both paths talk to the same apiserver as the same user. A non-2xx answer raises the official
 client's `ApiException` (status, body), so callers tell 404/409 apart exactly as before.

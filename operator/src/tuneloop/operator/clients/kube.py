@@ -105,6 +105,11 @@ def _finetune_path(namespace: str, name: str) -> str:
             f"{constants.FINETUNE_PLURAL}/{quote(name)}")
 
 
+def _deployment_path(namespace: str, name: str) -> str:
+    return (f"/apis/{constants.GROUP}/{constants.VERSION}/namespaces/{quote(namespace)}/"
+            f"{constants.DEPLOYMENT_PLURAL}/{quote(name)}")
+
+
 def _translate(e: Exception, what: str) -> ClientError:
     if isinstance(e, ApiException):
         text = (e.body or b"").decode(errors="replace") if isinstance(e.body, bytes) else str(e.body or e.reason)
@@ -193,19 +198,13 @@ class RealKube:
                             f"/api/v1/namespaces/{quote(namespace)}/events", event)
 
     async def get_modeldeployment(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return await self._get_or_none(
-            f"get ModelDeployment {namespace}/{name}", self._custom.get_namespaced_custom_object,
-            constants.GROUP, constants.VERSION, namespace, constants.DEPLOYMENT_PLURAL, name,
-        )
+        return await self._request_or_none(f"get ModelDeployment {namespace}/{name}",
+                                           _deployment_path(namespace, name))
 
     async def write_modeldeployment_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
-        await self._call(
-            f"write status of ModelDeployment {namespace}/{name}",
-            self._custom.patch_namespaced_custom_object_status,
-            constants.GROUP, constants.VERSION, namespace, constants.DEPLOYMENT_PLURAL, name,
-            [{"op": "add", "path": "/status", "value": status}],
-            _content_type="application/json-patch+json",
-        )
+        await self._request(f"write status of ModelDeployment {namespace}/{name}", "PATCH",
+                            _deployment_path(namespace, name) + "/status",
+                            [{"op": "add", "path": "/status", "value": status}], "application/json-patch+json")
 
     async def write_modeldeployment_status_if(self, namespace: str, name: str, status: dict[str, Any],
                                               resource_version: str) -> bool:
@@ -215,12 +214,8 @@ class RealKube:
         ops = [{"op": "test", "path": "/metadata/resourceVersion", "value": resource_version},
                {"op": "add", "path": "/status", "value": status}]
         try:
-            await self._call(
-                f"write status of ModelDeployment {namespace}/{name}",
-                self._custom.patch_namespaced_custom_object_status,
-                constants.GROUP, constants.VERSION, namespace, constants.DEPLOYMENT_PLURAL, name, ops,
-                _content_type="application/json-patch+json",
-            )
+            await self._request(f"write status of ModelDeployment {namespace}/{name}", "PATCH",
+                                _deployment_path(namespace, name) + "/status", ops, "application/json-patch+json")
         except Rejected as e:
             # A failed `test` is a bare 422 "Invalid" (no cause named): tell it from a status the schema
             # refuses by whether the object moved on.
@@ -261,10 +256,9 @@ class RealKube:
                            body)
 
     async def get_rayservice(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return await self._get_or_none(
-            f"get RayService {namespace}/{name}", self._custom.get_namespaced_custom_object,
-            RAY_GROUP, RAY_VERSION, namespace, "rayservices", name,
-        )
+        return await self._request_or_none(
+            f"get RayService {namespace}/{name}",
+            f"/apis/{RAY_GROUP}/{RAY_VERSION}/namespaces/{quote(namespace)}/rayservices/{quote(name)}")
 
     async def apply_rayservice(self, body: dict[str, Any]) -> None:
         """Create the RayService, or replace its whole spec (a JSON patch: no stale keys merged in)."""

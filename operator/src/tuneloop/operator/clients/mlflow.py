@@ -23,6 +23,7 @@ from typing import Any, Protocol, TypeVar
 from tuneloop.api import constants
 from tuneloop.api.results import JobResult
 from tuneloop.operator.clients.errors import ClientError, Rejected, Unavailable
+from tuneloop.operator.clients.mlflow_rest import MlflowRest
 from tuneloop.operator.logic.deploying import ModelLookup
 from tuneloop.operator.logic.plans import VersionInfo
 
@@ -88,16 +89,28 @@ def _translate(e: Exception, what: str) -> ClientError:
 
 
 class MlflowRegistry:
-    """`Registry` over the mlflow client, on its own threads, with a deadline per call."""
+    """`Registry` over the mlflow client, on its own threads, with a deadline per call. The reads repeated on
+    every look (`get_alias`, `lookup_model`) of an http(s) tracking server go over REST instead
+    (clients/mlflow_rest.py): the same answers for a fraction of the CPU, and no mlflow import."""
 
-    def __init__(self, timeout_seconds: float = 10.0, retries: int = 2, threads: int = 4) -> None:
+    def __init__(self, timeout_seconds: float = 10.0, retries: int = 2, threads: int = 4,
+                 rest: bool = True) -> None:
         configure_http(timeout_seconds, retries)
         self._deadline = timeout_seconds * (retries + 1) + 5
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="tuneloop-mlflow")
         self._global_lock = threading.Lock()  # mlflow.register_model reads the global tracking URI
+        self._rest = MlflowRest(timeout_seconds, retries) if rest else None
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+    async def aclose(self) -> None:
+        if self._rest is not None:
+            await self._rest.close()
+        self.close()
+
+    def _reads_rest(self, tracking_uri: str) -> MlflowRest | None:
+        return self._rest if self._rest is not None and self._rest.handles(tracking_uri) else None
 
     async def _call(self, what: str, fn: Callable[[], T]) -> T:
         loop = asyncio.get_running_loop()
@@ -191,6 +204,8 @@ class MlflowRegistry:
         return _info(mv) if mv is not None else None
 
     async def get_alias(self, tracking_uri: str, model: str, alias: str) -> VersionInfo | None:
+        if (rest := self._reads_rest(tracking_uri)) is not None:
+            return await rest.get_alias(tracking_uri, model, alias)
         return await self._call(f"read alias {alias!r} of {model!r}",
                                 lambda: self._alias_or_none(self._client(tracking_uri), model, alias))
 
@@ -203,6 +218,9 @@ class MlflowRegistry:
         """The version `alias` (or the pinned `version`) of `model` names, or — when there is none — which
         versions and aliases exist, for a message that says what to use instead. An alias that resolves
         costs one request (a Serving deployment re-reads it on every look); only a miss lists the rest."""
+        if (rest := self._reads_rest(tracking_uri)) is not None:
+            return await rest.lookup_model(tracking_uri, model, alias, version)
+
         def lookup() -> ModelLookup:
             client = self._client(tracking_uri)
             if alias is not None:

@@ -1,0 +1,189 @@
+"""The registry reads a long-lived operator makes over and over, as MLflow's REST API over aiohttp.
+
+A Serving ModelDeployment asks "which version does alias X of model M name?" on every look (every
+TUNELOOP_POLL_SECONDS, so an alias moved by hand in MLflow is followed within seconds), and a
+finished FineTune re-reads its champion/challenger aliases on its slow look. Through the mlflow
+client each such read cost ~5 ms of operator CPU (a new `MlflowClient`, its store and `requests`
+session, entity objects, a thread hand-off) and importing mlflow cost ~126 MB of RSS; with 200
+deployments it was most of an idle operator's CPU (`make bench-operator --idle`, #11). Here it is
+one GET on a pooled connection, on the event loop, and mlflow is never imported for it.
+
+Only these reads come this way: `get_alias` and `lookup_model`, the same answers as
+`MlflowRegistry`'s (tests/api/test_mlflow_rest.py compares both on a real tracking server). Writes
+(register, set alias) and result downloads stay on the mlflow client. Tracking URIs that are not
+plain http(s) (databricks, file, sqlite), and environments that use a custom MLflow auth provider
+(MLFLOW_TRACKING_AUTH), go to the mlflow client too (`RegistryReads.handles`).
+
+Authentication and TLS follow the mlflow client's environment variables: MLFLOW_TRACKING_TOKEN
+(bearer), MLFLOW_TRACKING_USERNAME/PASSWORD (basic), MLFLOW_TRACKING_INSECURE_TLS,
+MLFLOW_TRACKING_SERVER_CERT_PATH, MLFLOW_TRACKING_CLIENT_CERT_PATH. They are read when the
+session is made.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import ssl
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from tuneloop.operator.clients.errors import Rejected, Unavailable
+from tuneloop.operator.logic.deploying import ModelLookup
+from tuneloop.operator.logic.plans import VersionInfo
+
+SYSTEM = "mlflow"
+NOT_FOUND_CODES = frozenset({"RESOURCE_DOES_NOT_EXIST", "NOT_FOUND"})
+REFUSED_CODES = frozenset({"INVALID_PARAMETER_VALUE", "PERMISSION_DENIED", "UNAUTHENTICATED", "BAD_REQUEST"})
+API = "/api/2.0/mlflow"
+SEARCH_PAGE = 1000
+
+
+class _NotFound(Exception):
+    """The model, version or alias asked for does not exist."""
+
+
+def _version(mv: dict[str, Any]) -> VersionInfo:
+    """A VersionInfo from the REST shape (tags as a list of key/value pairs), as `mlflow.MlflowClient`'s
+    entity gives it (a field left out of the JSON is the proto default there: "" for run_id, source)."""
+    return VersionInfo(name=str(mv.get("name", "")), version=str(mv.get("version", "")),
+                       run_id=str(mv.get("run_id", "")), source=str(mv.get("source", "")),
+                       aliases=tuple(str(a) for a in mv.get("aliases") or ()),
+                       tags={str(t["key"]): str(t.get("value", "")) for t in mv.get("tags") or ()})
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("'", "\\'") + "'"
+
+
+class MlflowRest:
+    """`get_alias` / `lookup_model` over MLflow's REST API, with a timeout per request and a few retries of
+    connection failures and 5xx/429 answers (as the mlflow client retries, but bounded in seconds)."""
+
+    def __init__(self, timeout_seconds: float = 10.0, retries: int = 2) -> None:
+        self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)
+        self._retries = retries
+        self._session: aiohttp.ClientSession | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @staticmethod
+    def handles(tracking_uri: str) -> bool:
+        """Whether reads of this tracking server come here (plain http(s), no custom auth provider)."""
+        return urlsplit(tracking_uri).scheme in ("http", "https") and not os.environ.get("MLFLOW_TRACKING_AUTH")
+
+    async def close(self) -> None:
+        if self._session is not None and not self._session.closed:
+            await self._session.close()
+        self._session = None
+
+    @staticmethod
+    def _auth_headers() -> dict[str, str]:
+        token = os.environ.get("MLFLOW_TRACKING_TOKEN")
+        if token:
+            return {"Authorization": f"Bearer {token}"}
+        user, password = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD")
+        if user and password:
+            return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+        return {}
+
+    @staticmethod
+    def _ssl() -> ssl.SSLContext | bool:
+        if os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").lower() in ("true", "1"):
+            return False
+        context = ssl.create_default_context(cafile=os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH") or None)
+        client_cert = os.environ.get("MLFLOW_TRACKING_CLIENT_CERT_PATH")
+        if client_cert:
+            context.load_cert_chain(client_cert)
+        return context
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        loop = asyncio.get_running_loop()
+        if self._session is None or self._session.closed or self._loop is not loop:
+            # A session belongs to the loop it was made in (tests run the operator in several loops).
+            self._session = aiohttp.ClientSession(timeout=self._timeout, headers=self._auth_headers(),
+                                                  connector=aiohttp.TCPConnector(ssl=self._ssl(), limit=8))
+            self._loop = loop
+        return self._session
+
+    async def _get(self, tracking_uri: str, path: str, params: dict[str, str], what: str) -> dict[str, Any]:
+        """The JSON answer; raises _NotFound for RESOURCE_DOES_NOT_EXIST (and an alias nobody set, which
+        MLflow answers INVALID_PARAMETER_VALUE "... not found"), Rejected for other refusals, Unavailable
+        when the server does not answer."""
+        url = tracking_uri.rstrip("/") + API + path
+        last: Exception | None = None
+        for attempt in range(self._retries + 1):
+            if attempt:
+                await asyncio.sleep(min(0.5 * 2 ** (attempt - 1), 5.0))
+            try:
+                async with self._get_session().get(url, params=params) as resp:
+                    raw = await resp.read()
+                    status = resp.status
+            except (TimeoutError, aiohttp.ClientError, OSError) as e:
+                last = e
+                continue
+            try:
+                payload: Any = json.loads(raw) if raw else None
+            except ValueError:
+                payload = None
+            if 200 <= status <= 299 and isinstance(payload, dict):
+                return payload
+            code = payload.get("error_code") if isinstance(payload, dict) else None
+            message = str(payload.get("message", "")) if isinstance(payload, dict) else raw.decode(errors="replace")
+            if code in NOT_FOUND_CODES or (code == "INVALID_PARAMETER_VALUE" and "not found" in message):
+                raise _NotFound(message)
+            if code in REFUSED_CODES or status in (400, 401, 403, 404):
+                raise Rejected(f"MLflow refused to {what}: HTTP {status} {code or ''}: {message[:500]}", SYSTEM)
+            last = Unavailable(f"HTTP {status}: {message[:300]}", SYSTEM)
+            if status not in (429,) and status < 500:
+                break
+        raise Unavailable(f"MLflow could not {what} at {tracking_uri}: "
+                          f"{type(last).__name__}: {last} (after {self._retries + 1} tries)", SYSTEM) from last
+
+    async def _alias_or_none(self, tracking_uri: str, model: str, alias: str, what: str) -> VersionInfo | None:
+        try:
+            payload = await self._get(tracking_uri, "/registered-models/alias", {"name": model, "alias": alias}, what)
+        except _NotFound:
+            return None
+        return _version(payload.get("model_version") or {})
+
+    async def get_alias(self, tracking_uri: str, model: str, alias: str) -> VersionInfo | None:
+        return await self._alias_or_none(tracking_uri, model, alias, f"read alias {alias!r} of {model!r}")
+
+    async def lookup_model(self, tracking_uri: str, model: str, alias: str | None, version: str | None
+                           ) -> ModelLookup:
+        """As `MlflowRegistry.lookup_model`: one request when the alias resolves; a miss lists the rest."""
+        what = f"look up {f'alias {alias!r}' if alias is not None else f'version {version}'} of {model!r}"
+        if alias is not None:
+            held = await self._alias_or_none(tracking_uri, model, alias, what)
+            if held is not None:
+                return ModelLookup(held, aliases=dict.fromkeys(held.aliases or (alias,), held.version))
+        try:
+            registered = (await self._get(tracking_uri, "/registered-models/get", {"name": model}, what)
+                          ).get("registered_model") or {}
+        except _NotFound:
+            return ModelLookup(None, model_exists=False)
+        aliases = {str(a["alias"]): str(a["version"]) for a in registered.get("aliases") or ()}
+        pinned = aliases.get(alias) if alias is not None else version
+        if pinned is not None:
+            try:
+                mv = (await self._get(tracking_uri, "/model-versions/get", {"name": model, "version": pinned}, what)
+                      ).get("model_version") or {}
+                return ModelLookup(_version(mv), aliases=aliases)
+            except _NotFound:
+                pass
+        versions: list[str] = []
+        token: str | None = None
+        while True:
+            params = {"filter": f"name = {_quote(model)}", "max_results": str(SEARCH_PAGE)}
+            if token:
+                params["page_token"] = token
+            page = await self._get(tracking_uri, "/model-versions/search", params, what)
+            versions += [str(mv["version"]) for mv in page.get("model_versions") or ()]
+            token = page.get("next_page_token")
+            if not token:
+                break
+        return ModelLookup(None, versions=tuple(sorted(versions, key=int)), aliases=aliases)

@@ -1,0 +1,125 @@
+"""The registry reads over REST (clients/mlflow_rest.py) give the very answers the mlflow client gives, on a
+real MLflow tracking server: every case the ModelDeployment and FineTune controllers meet (alias held,
+alias never set, model missing, pinned version present or not, a version with tags, source, run and
+several aliases), plus an unreachable server and one that refuses the credentials. The unit tests'
+`FakeRegistry` answers in these shapes, so this is also what makes that fake honest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tuneloop.operator.clients.errors import Rejected, Unavailable
+from tuneloop.operator.clients.mlflow import MlflowRegistry
+from tuneloop.operator.clients.mlflow_rest import MlflowRest
+
+MODEL = "rest-reads"
+
+
+@pytest.fixture(scope="module")
+def registry_model(mlflow_server: Any) -> Iterator[str]:
+    """A model with 3 versions: 1 plain, 2 with tags/run and aliases champion+stable, 3 challenger."""
+    from mlflow.tracking import MlflowClient
+
+    uri = mlflow_server.tracking_uri
+    client = MlflowClient(uri, registry_uri=uri)
+    client.create_registered_model(MODEL)
+    client.create_model_version(MODEL, "s3://models/rest/v1")
+    client.create_model_version(MODEL, "s3://models/rest/v2", tags={"tuneloop.io/base": "tiny", "k": "v"})
+    client.create_model_version(MODEL, "s3://models/rest/v3")
+    client.set_registered_model_alias(MODEL, "champion", "2")
+    client.set_registered_model_alias(MODEL, "stable", "2")
+    client.set_registered_model_alias(MODEL, "challenger", "3")
+    client.create_registered_model(MODEL + "-empty")
+    yield uri
+
+
+CASES = [  # (alias, version)
+    ("champion", None), ("stable", None), ("challenger", None), ("never-set", None),
+    (None, "1"), (None, "2"), (None, "99"),
+]
+
+
+def both(coro_fn: Any) -> tuple[Any, Any]:
+    async def run() -> tuple[Any, Any]:
+        mlflow_client, rest = MlflowRegistry(rest=False), MlflowRegistry()
+        try:
+            return await coro_fn(mlflow_client), await coro_fn(rest)
+        finally:
+            await mlflow_client.aclose()
+            await rest.aclose()
+
+    return asyncio.run(run())
+
+
+@pytest.mark.parametrize(("alias", "version"), CASES)
+@pytest.mark.parametrize("model", [MODEL, MODEL + "-empty", "no-such-model"])
+def test_lookup_model_answers_as_the_mlflow_client_does(registry_model: str, model: str, alias: str | None,
+                                                         version: str | None) -> None:
+    via_client, via_rest = both(lambda r: r.lookup_model(registry_model, model, alias, version))
+    assert via_rest == via_client
+
+
+def test_a_held_alias_carries_the_version_details(registry_model: str) -> None:
+    _, lookup = both(lambda r: r.lookup_model(registry_model, MODEL, "champion", None))
+    assert lookup.version is not None
+    assert (lookup.version.version, lookup.version.source) == ("2", "s3://models/rest/v2")
+    assert lookup.version.tags == {"tuneloop.io/base": "tiny", "k": "v"}
+    assert set(lookup.version.aliases) == {"champion", "stable"}
+    assert lookup.aliases == {"champion": "2", "stable": "2"}
+
+
+def test_a_missing_alias_lists_what_exists(registry_model: str) -> None:
+    _, lookup = both(lambda r: r.lookup_model(registry_model, MODEL, "never-set", None))
+    assert lookup.version is None and lookup.model_exists
+    assert lookup.versions == ("1", "2", "3")
+    assert lookup.aliases == {"champion": "2", "stable": "2", "challenger": "3"}
+
+
+@pytest.mark.parametrize("alias", ["champion", "challenger", "never-set"])
+@pytest.mark.parametrize("model", [MODEL, "no-such-model"])
+def test_get_alias_answers_as_the_mlflow_client_does(registry_model: str, model: str, alias: str) -> None:
+    via_client, via_rest = both(lambda r: r.get_alias(registry_model, model, alias))
+    assert via_rest == via_client
+
+
+def test_the_rest_path_is_taken_for_http_only() -> None:
+    assert MlflowRest.handles("http://mlflow:5000") and MlflowRest.handles("https://mlflow.example/")
+    assert not MlflowRest.handles("databricks") and not MlflowRest.handles("sqlite:///x.db")
+    assert not MlflowRest.handles("file:///tmp/mlruns")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_an_unreachable_server_is_unavailable_within_the_deadline() -> None:
+    async def run() -> None:
+        rest = MlflowRest(timeout_seconds=2, retries=1)
+        try:
+            with pytest.raises(Unavailable, match="after 2 tries"):
+                await rest.lookup_model(f"http://127.0.0.1:{free_port()}", MODEL, "champion", None)
+        finally:
+            await rest.close()
+
+    asyncio.run(run())
+
+
+def test_a_refused_request_is_rejected_not_retried(registry_model: str) -> None:
+    async def run() -> None:
+        rest = MlflowRest(timeout_seconds=5, retries=2)
+        try:  # max_results over the server's limit: INVALID_PARAMETER_VALUE, not a "not found"
+            with pytest.raises(Rejected, match="INVALID_PARAMETER_VALUE"):
+                await rest._get(registry_model, "/model-versions/search",
+                                {"filter": f"name = '{MODEL}'", "max_results": "1000000"}, "search")
+        finally:
+            await rest.close()
+
+    asyncio.run(run())
