@@ -79,8 +79,9 @@ IDLE_METHOD = (
     "RayService mode following a champion alias in a real MLflow server, monitored hourly by the scripted check. "
     "The operator starts, brings the M to Serving (the bench acts as KubeRay) and checks each once; once it "
     "settled (under 5% of a core over 10 s, then 10 s more), its CPU (utime+stime) is read over --idle-window "
-    "seconds (default 120: a Serving deployment looks again every TUNELOOP_MAX_POLL_SECONDS, 120 s, so the window "
-    "holds about one look of each): operator_cpu_percent_of_a_core = CPU seconds / window. RSS is VmRSS at the end "
+    "seconds (default 120, a whole slow look of each finished FineTune, TUNELOOP_MAX_POLL_SECONDS; a Serving "
+    "deployment re-reads its alias every TUNELOOP_POLL_SECONDS, 10 s): operator_cpu_percent_of_a_core = "
+    "CPU seconds / window. RSS is VmRSS at the end "
     "and VmHWM. finetune_phases_after and rayjobs_started check that nothing started again."
 )
 
@@ -444,7 +445,7 @@ def main() -> int:
     parser.add_argument("--idle-finetunes", type=int, default=1000)
     parser.add_argument("--idle-deployments", type=int, default=200)
     parser.add_argument("--idle-window", type=float, default=120,
-                        help="seconds the idle CPU is measured over (a Serving deployment looks every 120 s)")
+                        help="seconds the idle CPU is measured over (a finished FineTune looks every 120 s)")
     parser.add_argument("--kube-threads", type=int, default=16,
                         help="TUNELOOP_KUBE_THREADS of the operator (also its apiserver connection limit)")
     parser.add_argument("--operator-src", type=Path, metavar="DIR",

@@ -150,9 +150,13 @@ def test_submitted_job_trains_evaluates_and_logs(submitted_run, services: Servic
     assert logged.metrics == result.metrics and logged.dataset == result.dataset
 
     # Where the job's seconds went: every stage mark (jobs.timeline), from the driver and from rank 0
-    # (forwarded by Ray, so not necessarily in log order), at times in the stages' order.
+    # (forwarded by Ray, so not necessarily in log order); each side's in its order, and Ray Train
+    # started before the data was prepared (its workers start meanwhile), the handoff before training.
     marks = timeline.parse(logs)
-    assert sorted(marks, key=marks.__getitem__) == [s for s in timeline.STAGES if s != "submitted"], marks
+    assert set(marks) == set(timeline.STAGES) - {"submitted"}, marks
+    for chain in (timeline.DRIVER_CHAIN, timeline.WORKER_CHAIN):
+        assert sorted(chain, key=marks.__getitem__) == list(chain), marks
+    assert marks["fit_start"] < marks["data_prepared"] and marks["handed_over"] < marks["model_loaded"], marks
     # No fixed cost a CPU job does not need: it evaluates in its driver (no evaluate_run Ray task, which
     # started a process that imported torch and transformers again), and no AutoscalingCoordinator
     # actor is asked for resources (jobs.trainer: its 5 s waits ran out on a fresh head).

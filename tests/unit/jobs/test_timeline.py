@@ -35,6 +35,9 @@ def test_parse_reads_driver_and_worker_lines_first_mark_wins() -> None:
     ("in order", [("submitted", "driver_start", 2.0), ("driver_start", "ray_init", 3.5)]),
     ("stages missing are skipped", [("submitted", "fit_done", 10.0), ("fit_done", "exit", 1.0)]),
     ("unknown stages are ignored", [("ray_init", "exit", 1.0)]),
+    ("side by side: in time order", [("fit_start", "workers_started", 2.0), ("workers_started", "data_prepared", 1.0),
+                                     ("data_prepared", "handed_over", 0.5), ("handed_over", "model_loaded", 1.5)]),
+    ("a tie keeps the stage order", [("fit_start", "data_prepared", 0.0), ("data_prepared", "workers_started", 0.0)]),
 ], ids=lambda v: v if isinstance(v, str) else "")
 def test_spans(marks: str, expected: list[tuple[str, str, float]]) -> None:
     table = {
@@ -43,6 +46,9 @@ def test_spans(marks: str, expected: list[tuple[str, str, float]]) -> None:
         "in order": {"ray_init": 5.5, "submitted": 0.0, "driver_start": 2.0},
         "stages missing are skipped": {"submitted": 0.0, "fit_done": 10.0, "exit": 11.0},
         "unknown stages are ignored": {"ray_init": 1.0, "mystery": 1.5, "exit": 2.0},
+        "side by side: in time order": {"fit_start": 10.0, "data_prepared": 13.0, "workers_started": 12.0,
+                                        "handed_over": 13.5, "model_loaded": 15.0},
+        "a tie keeps the stage order": {"workers_started": 1.0, "fit_start": 1.0, "data_prepared": 1.0},
     }
     assert timeline.spans(table[marks]) == expected
 
@@ -56,6 +62,7 @@ def test_a_written_mark_reads_back(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_every_stage_the_job_marks_is_in_the_order() -> None:
     assert len(set(timeline.STAGES)) == len(timeline.STAGES)
+    assert set(timeline.DRIVER_CHAIN) | set(timeline.WORKER_CHAIN) == set(timeline.STAGES) - {"submitted"}
     for stage in timeline.STAGES:
         assert timeline.parse(timeline.format_mark(stage, 1.0)) == {stage: 1.0}
 

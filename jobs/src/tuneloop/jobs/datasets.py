@@ -296,13 +296,28 @@ def load_extra(spec: DatasetSpec, uris: Sequence[str]) -> list[Example]:
     return out
 
 
-def prepare(spec: DatasetSpec, out_dir: Path, extra_uris: Sequence[str] = ()) -> Prepared:
+@dataclass(frozen=True)
+class Loaded:
+    """The dataset read and validated against the spec (the extra examples last), not yet prepared."""
+
+    examples: list[Example]
+    added: int
+
+
+def load(spec: DatasetSpec, extra_uris: Sequence[str] = ()) -> Loaded:
+    """Read and validate the dataset and the extra examples: every schema error, before anything slow."""
+    added = load_extra(spec, extra_uris)
+    return Loaded(load_examples(spec) + added, len(added))
+
+
+def prepare(spec: DatasetSpec, out_dir: Path, extra_uris: Sequence[str] = (), loaded: Loaded | None = None
+            ) -> Prepared:
     """Validate, scrub, dedupe, cap, split and write the dataset; the held-out file is what every
     later evaluation (and the drift monitor's reference) reads. `extra_uris` add examples (after the
     dataset's own, so a cap keeps the original first); each lands on the side of the split its key
-    hashes to, like any other, so the original examples keep theirs."""
-    added = load_extra(spec, extra_uris)
-    examples = load_examples(spec) + added
+    hashes to, like any other, so the original examples keep theirs. `loaded`: read by `load` already."""
+    loaded = loaded or load(spec, extra_uris)
+    examples = list(loaded.examples)
     total_rows = len(examples)
     counts: Counter[str] = Counter()
     scrubber = pii.scrubber() if spec.pii_scrub else None
@@ -342,7 +357,7 @@ def prepare(spec: DatasetSpec, out_dir: Path, extra_uris: Sequence[str] = ()) ->
         total_rows=total_rows, train_rows=len(train), eval_rows=len(held_out), duplicates_removed=removed,
         pii_redactions=dict(sorted(counts.items())), pii_engine=scrubber.engine if scrubber else None,
         pii_names=scrubber.names if scrubber else None, held_out_uri=f"file://{held_out_path.resolve()}",
-        added_rows=len(added),
+        added_rows=loaded.added,
     )
     return Prepared(train=[e for _, e in train], held_out=[e for _, e in held_out], train_path=train_path,
                     held_out_path=held_out_path, summary=summary,

@@ -25,10 +25,13 @@ STAGES = (
     "submitted",        # the bench's own mark: the job was handed to the Ray job API
     "driver_start",     # the driver process started (before the interpreter imported anything)
     "imports",          # the job module and its light imports are loaded; main() begins
-    "data_prepared",    # validated, scrubbed, deduplicated, split
-    "tracker_started",  # the MLflow run is open
+    "data_loaded",      # the dataset read and validated against the spec
     "ray_init",         # the driver joined (or started) the Ray cluster
-    "fit_start",        # TorchTrainer.fit() called
+    "fit_start",        # TorchTrainer.fit() called on a driver thread (training.start_fit)
+    # From here the driver (data_prepared → handed_over) and Ray Train (workers_started) run side by side.
+    "data_prepared",    # scrubbed, deduplicated, split
+    "tracker_started",  # the MLflow run is open
+    "handed_over",      # the workers were handed the prepared data and the run (the handoff file)
     "workers_started",  # rank 0 entered train_loop_per_worker (controller and worker group are up)
     "model_loaded",     # rank 0 has the model, tokenizer, encoded data and its checkpoint, if any
     "first_step",       # rank 0 finished its first optimizer step of this attempt
@@ -73,7 +76,15 @@ def parse(text: str) -> dict[str, float]:
     return marks
 
 
+# Stages that follow one another whatever runs side by side: the driver's and rank 0's.
+DRIVER_CHAIN = ("driver_start", "imports", "data_loaded", "ray_init", "fit_start", "data_prepared",
+                "tracker_started", "handed_over", "fit_done", "evaluated", "model_logged", "exit")
+WORKER_CHAIN = ("fit_start", "workers_started", "model_loaded", "first_step", "last_step", "fit_done")
+
+
 def spans(marks: Mapping[str, float], order: Iterable[str] = STAGES) -> list[tuple[str, str, float]]:
-    """(from, to, seconds) between consecutive stages present in `marks`, in `order`."""
-    present = [s for s in order if s in marks]
+    """(from, to, seconds) between consecutive stages present in `marks`, in the order they happened (ties:
+    in `order`): the driver's and the workers' stages interleave while both run."""
+    rank = {s: i for i, s in enumerate(order)}
+    present = sorted((s for s in rank if s in marks), key=lambda s: (marks[s], rank[s]))
     return [(a, b, round(marks[b] - marks[a], 3)) for a, b in itertools.pairwise(present)]

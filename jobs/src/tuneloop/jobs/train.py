@@ -1,6 +1,7 @@
 """`python -m tuneloop.jobs.train`: the whole training job for one FineTune run, in order —
-parse the spec, prepare the data (validate, scrub, dedupe, hash split, frozen held-out set), resolve
-the base model, open the MLflow run, train on Ray Train (resuming from the run storage's latest
+parse the spec, read and validate the data, resolve the base model, start Ray Train, and while its
+workers start and load the model: prepare the data (scrub, dedupe, hash split, frozen held-out set) and
+open the MLflow run, then hand both to the workers; train (resuming from the run storage's latest
 checkpoint), evaluate the model and the prompt baseline on the held-out set, log the model, and write
 the JobResult JSON the controller reads.
 
@@ -13,7 +14,9 @@ JobResult to --result and marks the MLflow run FAILED (a failed run never gets a
 of a RayJob cannot read --result (it lies in the pod), so the failed document also goes onto the MLflow
 run — or, when the job failed before opening one (bad data is found first), onto a run of its own
 tagged like the job's — whenever the job was given the attempt tag the controller looks it up by.
-Data is checked before torch and Ray are imported, so bad data fails in about a second.
+The data is read and checked against the spec before torch and Ray are imported, so a schema error fails
+in about a second; data that leaves too few distinct examples or an empty split is found while Ray Train
+starts (the run is then called off: seconds more).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import sys
 import tempfile
 import time
 import traceback
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -147,20 +151,64 @@ class Progress:
 
 def run(args: argparse.Namespace, result: JobResult, started: float, progress: Progress | None = None) -> JobResult:
     """The job proper; fills `result` and `progress` as it goes so a failure still reports what was done."""
-    from tuneloop.jobs import evaluating, modeling, tracking, training
+    from tuneloop.jobs import modeling, training
 
     progress = progress or Progress()
     spec = progress.spec = load_spec(args.spec)
     check_spec(spec)
-    tags = progress.tags = parse_tags(args.tag)
+    progress.tags = parse_tags(args.tag)
     storage: Path = args.storage.resolve()
-    prepared = datasets.prepare(spec.dataset, storage / "data", extra_uris=args.extra_data)
+    t = spec.training
+    loaded = datasets.load(spec.dataset, extra_uris=args.extra_data)  # schema errors: before anything slow
+    _stage("data_loaded")
+    # Ray Train starts now, on a thread: its controller and workers start and load the base model while
+    # this thread scrubs, dedupes and splits the data and opens the MLflow run; the workers get the rest of
+    # their config through a handoff file (training.start_fit). An unknown base model is reported after
+    # the data is prepared, as before.
+    early: training.EarlyFit | None = None
+    model_error: JobError | None = None
+    try:
+        base_dir = modeling.resolve_model_dir(spec.base_model.uri, spec.base_model.revision, storage / "cache")
+    except JobError as e:
+        model_error = e
+    options = modeling.ModelOptions(
+        model_dir=str(base_dir) if model_error is None else "", method=spec.method, lora_rank=spec.lora.rank,
+        lora_alpha=spec.lora.alpha, lora_dropout=spec.lora.dropout,
+        lora_target_modules=tuple(spec.lora.target_modules), precision=t.precision, seed=t.seed)
+    try:
+        if model_error is None:
+            training.init_ray()
+            _stage("ray_init")
+            training.load_trainer()  # torch: before any other thread of this process imports it
+            early = training.start_fit(options, spec.resources.workers, spec.resources.gpus, storage / "ray",
+                                       storage / f"handoff-{uuid.uuid4().hex[:12]}.json")
+            _stage("fit_start")
+        return _train(args, result, started, progress, spec, storage, loaded, options, early, model_error)
+    except BaseException as e:
+        if early is not None:
+            early.abort(f"{type(e).__name__}: {e}")
+        raise
+    finally:
+        if early is not None:
+            early.handoff.unlink(missing_ok=True)
+
+
+def _train(args: argparse.Namespace, result: JobResult, started: float, progress: Progress, spec: FineTuneSpec,
+           storage: Path, loaded: datasets.Loaded, options: Any, early: Any, model_error: JobError | None
+           ) -> JobResult:
+    from tuneloop.jobs import evaluating, tracking, training
+
+    tags, t = progress.tags, spec.training
+    prepared = datasets.prepare(spec.dataset, storage / "data", loaded=loaded)
     result.dataset = prepared.summary
     _stage("data_prepared")
     _log(f"data: {prepared.summary.train_rows} train / {prepared.summary.eval_rows} held-out, "
          f"hash {prepared.summary.hash[:12]}, {prepared.summary.duplicates_removed} duplicates removed, "
          f"PII {prepared.summary.pii_redactions}")
-    base_dir = modeling.resolve_model_dir(spec.base_model.uri, spec.base_model.revision, storage / "cache")
+    if model_error is not None:
+        raise model_error
+    assert early is not None
+    base_dir = Path(options.model_dir)
 
     tracker = tracking.Tracker(args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"),
                                args.experiment or spec.registry.experiment or f"tuneloop/{spec.registry.model_name}",
@@ -173,29 +221,22 @@ def run(args: argparse.Namespace, result: JobResult, started: float, progress: P
         tracker.log_spec(spec)
         tracker.log_dataset(prepared.summary, prepared.held_out_path)
         tracker.set_stage("training")
-        t = spec.training
         loop = training.LoopConfig(
-            model=modeling.ModelOptions(
-                model_dir=str(base_dir), method=spec.method, lora_rank=spec.lora.rank, lora_alpha=spec.lora.alpha,
-                lora_dropout=spec.lora.dropout, lora_target_modules=tuple(spec.lora.target_modules),
-                precision=t.precision, seed=t.seed),
+            model=options,
             train_path=str(prepared.train_path), held_out_path=str(prepared.held_out_path), epochs=t.epochs,
             learning_rate=t.learning_rate, batch_size=t.batch_size,
             gradient_accumulation_steps=t.gradient_accumulation_steps, max_seq_length=t.max_seq_length,
             warmup_ratio=t.warmup_ratio, weight_decay=t.weight_decay, seed=t.seed,
             tracking_uri=tracker.tracking_uri, run_id=result.run_id, dataset_format=spec.dataset.format,
             dpo_beta=spec.dpo.beta)
-        training.init_ray()
-        _stage("ray_init")
-        training.load_trainer()  # torch: before the warm-up thread, so no two threads import it at once
+        early.send(loop)
+        _stage("handed_over")
         # A CPU job evaluates in this process: import what it needs while Ray Train runs.
         warming = None if spec.resources.gpus else evaluating.warm_up()
-        train_started = time.monotonic()
-        _stage("fit_start")
-        outcome = training.fit(loop, spec.resources.workers, spec.resources.gpus, storage / "ray")
+        outcome = early.result()
         _stage("fit_done")
-        if spec.resources.gpus:
-            result.gpu_seconds = (time.monotonic() - train_started) * spec.resources.workers * spec.resources.gpus
+        if spec.resources.gpus:  # held from the moment the worker group was asked for
+            result.gpu_seconds = (time.monotonic() - early.started) * spec.resources.workers * spec.resources.gpus
         result.resumed_from_checkpoint = outcome.resumed_from
         last = outcome.history[-1]
         result.train_metrics = {**{k: float(v) for k, v in last.items()},

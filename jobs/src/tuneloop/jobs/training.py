@@ -42,6 +42,12 @@ MODEL_SUBDIR = "model"
 # Ray Train's controller poll (default 2 s): a 2-worker poll costs little; a report waits for it.
 HEALTH_CHECK_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
 HEALTH_CHECK_INTERVAL_SECONDS = "0.5"
+# `start_fit`: the workers get the model options at once and the rest of the loop config from this file,
+# written by the driver when its data is prepared and its MLflow run open.
+HANDOFF_KEY = "handoff_file"
+HANDOFF_POLL_SECONDS = 0.05
+HANDOFF_TIMEOUT_SECONDS = 3600.0
+ABORT_WAIT_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -70,9 +76,26 @@ class LoopConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> LoopConfig:
-        model = dict(d["model"])
-        model["lora_target_modules"] = tuple(model["lora_target_modules"])
-        return cls(**{**d, "model": modeling.ModelOptions(**model)})
+        return cls(**{**d, "model": _model_options(d["model"])})
+
+
+def _model_options(d: dict[str, Any]) -> modeling.ModelOptions:
+    return modeling.ModelOptions(**{**d, "lora_target_modules": tuple(d["lora_target_modules"])})
+
+
+def await_handoff(path: Path, timeout_seconds: float = HANDOFF_TIMEOUT_SECONDS) -> LoopConfig:
+    """The loop config the driver hands over once its data is ready (written whole: tmp + rename). The driver
+    writes `{"abort": why}` instead when it fails first; its own error is the job's, this only ends the run."""
+    deadline = time.monotonic() + timeout_seconds
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise JobError(ExitCode.INTERNAL, f"the driver did not hand over the training config ({path}) "
+                                              f"within {timeout_seconds:.0f}s")
+        time.sleep(HANDOFF_POLL_SECONDS)
+    d = json.loads(path.read_text())
+    if "abort" in d:
+        raise JobError(ExitCode.INTERNAL, f"the driver stopped before training: {d['abort']}")
+    return LoopConfig.from_dict(d)
 
 
 @dataclass
@@ -210,14 +233,15 @@ def train_loop_per_worker(config_dict: dict[str, Any]) -> None:
     import ray.train.torch
     import torch
 
-    cfg = LoopConfig.from_dict(config_dict)
+    handoff = config_dict.get(HANDOFF_KEY)
+    options = _model_options(config_dict["model"])
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     if rank == 0:
         timeline.mark("workers_started")
     device = ray.train.torch.get_device()
     on_cuda = device.type == "cuda"
-    dtype = modeling.compute_dtype(cfg.model.precision, on_cuda)
+    dtype = modeling.compute_dtype(options.precision, on_cuda)
     scaler = torch.amp.GradScaler("cuda") if on_cuda and dtype == torch.float16 else None
 
     def autocast() -> Any:
@@ -225,8 +249,10 @@ def train_loop_per_worker(config_dict: dict[str, Any]) -> None:
             return contextlib.nullcontext()
         return torch.autocast(device_type=device.type, dtype=dtype)
 
-    tokenizer = modeling.load_tokenizer(cfg.model.model_dir)
-    model = modeling.load_trainable(cfg.model, device)
+    tokenizer = modeling.load_tokenizer(options.model_dir)
+    model = modeling.load_trainable(options, device)
+    # Started before the driver had the data (`start_fit`): the model is loaded meanwhile, the rest waits.
+    cfg = await_handoff(Path(handoff)) if handoff else LoopConfig.from_dict(config_dict)
     train = encode_examples(tokenizer, datasets.read_prepared(Path(cfg.train_path)), cfg.max_seq_length,
                             cfg.dataset_format)
     held_out = encode_examples(tokenizer, datasets.read_prepared(Path(cfg.held_out_path)), cfg.max_seq_length,
@@ -403,6 +429,67 @@ def load_trainer() -> Any:
 
 def fit(cfg: LoopConfig, workers: int, gpus_per_worker: int, storage_dir: Path) -> TrainOutcome:
     """Run the TorchTrainer to completion (resuming from storage_dir when a checkpoint is there)."""
+    return _fit(cfg.to_dict(), workers, gpus_per_worker, storage_dir)
+
+
+class EarlyFit:
+    """A `fit()` started before its data is ready (`start_fit`), on a thread of the driver: Ray Train's
+    controller and worker group start, and the workers import torch and load the base model, while the
+    driver prepares the data and opens the MLflow run (seconds each; on a warm cluster most of a small
+    job's start-up). `send` hands the workers the rest of their config; `abort` ends the run when the
+    driver fails first; `result` waits for the outcome, raising as `fit` does."""
+
+    def __init__(self, handoff: Path, thread_target: Any) -> None:
+        import threading
+
+        self.handoff = handoff
+        self.started = time.monotonic()
+        self._outcome: TrainOutcome | None = None
+        self._error: BaseException | None = None
+
+        def run() -> None:
+            try:
+                self._outcome = thread_target()
+            except BaseException as e:  # handed to the driver's thread by result()
+                self._error = e
+
+        self._thread = threading.Thread(target=run, name="tuneloop-fit", daemon=True)
+        self._thread.start()
+
+    def _write(self, payload: dict[str, Any]) -> None:
+        tmp = self.handoff.with_suffix(".tmp")
+        tmp.write_text(json.dumps(payload))
+        tmp.replace(self.handoff)
+
+    def send(self, cfg: LoopConfig) -> None:
+        self._write(cfg.to_dict())
+
+    def abort(self, why: str, wait_seconds: float = ABORT_WAIT_SECONDS) -> None:
+        """Tell the workers the run is off, and give them a moment: a job's driver exits next, and Ray ends
+        the actors it owns (the Train controller, hence its workers) when it does."""
+        if not self.handoff.exists():
+            self._write({"abort": why[:500]})
+        self._thread.join(wait_seconds)
+
+    def result(self) -> TrainOutcome:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        assert self._outcome is not None
+        return self._outcome
+
+
+def start_fit(model: modeling.ModelOptions, workers: int, gpus_per_worker: int, storage_dir: Path,
+              handoff: Path) -> EarlyFit:
+    """`fit()` started now, its data sent later through `handoff` (a file on storage every worker reads,
+    as it reads the prepared data; one per driver, so a later attempt never reads an earlier one's)."""
+    handoff.parent.mkdir(parents=True, exist_ok=True)
+    handoff.unlink(missing_ok=True)
+    config = {"model": asdict(model), HANDOFF_KEY: str(handoff)}
+    return EarlyFit(handoff, lambda: _fit(config, workers, gpus_per_worker, storage_dir))
+
+
+def _fit(train_loop_config: dict[str, Any], workers: int, gpus_per_worker: int, storage_dir: Path) -> TrainOutcome:
     import os
 
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
@@ -415,7 +502,7 @@ def fit(cfg: LoopConfig, workers: int, gpus_per_worker: int, storage_dir: Path) 
         resources["GPU"] = gpus_per_worker
     trainer = load_trainer()(
         train_loop_per_worker,
-        train_loop_config=cfg.to_dict(),
+        train_loop_config=train_loop_config,
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=gpus_per_worker > 0,
                                      resources_per_worker=resources),
         run_config=RunConfig(
