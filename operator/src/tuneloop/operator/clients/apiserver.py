@@ -6,10 +6,11 @@ client costs ~0.9-1.5 ms of operator CPU (its pydantic `validate_call` wrapper, 
 The FineTune controller makes four writes per new object, so its hot calls (read the FineTune, write
 its status, create the ConfigMap and RayJob, post Events) come this way, as do a ModelDeployment's
 (read it, write its status, read its RayService: every look of every Serving deployment); the rest of
-`RealKube` (rare writes, deletes, lists) stays on the official client. Connection settings come from the same `kubernetes.client.Configuration`
-(server, CA, client certificate, bearer token read per request so a refreshed token is used, proxy),
-so both paths talk to the same apiserver as the same user. A non-2xx answer raises the official
-client's `ApiException` (status, body), so callers tell 404/409 apart exactly as before.
+`RealKube` (rare writes, deletes, lists) stays on the official client. Connection settings come from
+the same `kubernetes.client.Configuration` (server, CA, client certificate, bearer token read per
+request so a refreshed token is used, proxy), so both paths talk to the same apiserver as the same user.
+A non-2xx answer raises the official client's `ApiException` (status, body), so callers tell 404/409
+apart exactly as before.
 """
 
 from __future__ import annotations
