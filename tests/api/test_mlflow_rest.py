@@ -92,6 +92,7 @@ def test_the_rest_path_is_taken_for_http_only() -> None:
     assert MlflowRest.handles("http://mlflow:5000") and MlflowRest.handles("https://mlflow.example/")
     assert not MlflowRest.handles("databricks") and not MlflowRest.handles("sqlite:///x.db")
     assert not MlflowRest.handles("file:///tmp/mlruns")
+    assert not MlflowRest.handles("https://user:secret@mlflow.example/")  # the mlflow client reads the URI's
 
 
 def free_port() -> int:

@@ -11,8 +11,8 @@ one GET on a pooled connection, on the event loop, and mlflow is never imported 
 Only these reads come this way: `get_alias` and `lookup_model`, the same answers as
 `MlflowRegistry`'s (tests/api/test_mlflow_rest.py compares both on a real tracking server). Writes
 (register, set alias) and result downloads stay on the mlflow client. Tracking URIs that are not
-plain http(s) (databricks, file, sqlite), and environments that use a custom MLflow auth provider
-(MLFLOW_TRACKING_AUTH), go to the mlflow client too (`RegistryReads.handles`).
+plain http(s) (databricks, file, sqlite) or that embed credentials, and environments that use a custom
+MLflow auth provider (MLFLOW_TRACKING_AUTH), go to the mlflow client too (`MlflowRest.handles`).
 
 Authentication and TLS follow the mlflow client's environment variables: MLFLOW_TRACKING_TOKEN
 (bearer), MLFLOW_TRACKING_USERNAME/PASSWORD (basic), MLFLOW_TRACKING_INSECURE_TLS,
@@ -72,8 +72,11 @@ class MlflowRest:
 
     @staticmethod
     def handles(tracking_uri: str) -> bool:
-        """Whether reads of this tracking server come here (plain http(s), no custom auth provider)."""
-        return urlsplit(tracking_uri).scheme in ("http", "https") and not os.environ.get("MLFLOW_TRACKING_AUTH")
+        """Whether reads of this tracking server come here: plain http(s), without credentials in the URI and
+        without a custom auth provider (those go through the mlflow client, which knows how to use them)."""
+        parts = urlsplit(tracking_uri)
+        return (parts.scheme in ("http", "https") and not parts.username and not parts.password
+                and not os.environ.get("MLFLOW_TRACKING_AUTH"))
 
     async def close(self) -> None:
         if self._session is not None and not self._session.closed:
