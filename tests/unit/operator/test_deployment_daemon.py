@@ -73,3 +73,17 @@ def test_a_quiet_look_is_the_body_without_managed_fields() -> None:
     quiet = looks[1]
     assert quiet is not None and "managedFields" not in quiet["metadata"]
     assert quiet["metadata"]["resourceVersion"] == "7" and quiet["status"] == {"phase": "Serving"}
+
+
+@pytest.mark.parametrize(("delay", "woken", "quiet"), [
+    (10.0, False, True),    # Serving: the alias re-check after a whole poll interval
+    (120.0, False, True),   # a wait backed off past the poll interval
+    (2.0, False, False),    # a rollout step
+    (1.0, False, False),    # after a lost race
+    (10.0, True, False),    # woken by a change
+    (None, False, False),   # on change only
+])
+def test_next_look_is_quiet(delay: float | None, woken: bool, quiet: bool) -> None:
+    from tuneloop.operator.logic.deploying import next_look_is_quiet
+
+    assert next_look_is_quiet(delay, woken, 10.0) is quiet

@@ -33,13 +33,17 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tuneloop.api import constants
 from tuneloop.api.finetune import PREFERENCE_METRICS, TEXT_METRICS, FineTuneSpec
 from tuneloop.api.results import ChampionScore, JobResult
 from tuneloop.jobs import champion, datasets, timeline
 from tuneloop.jobs.errors import ExitCode, JobError
+
+if TYPE_CHECKING:  # torch and Ray load with these modules: imported when the job gets that far
+    from tuneloop.jobs.modeling import ModelOptions
+    from tuneloop.jobs.training import EarlyFit
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -194,8 +198,8 @@ def run(args: argparse.Namespace, result: JobResult, started: float, progress: P
 
 
 def _train(args: argparse.Namespace, result: JobResult, started: float, progress: Progress, spec: FineTuneSpec,
-           storage: Path, loaded: datasets.Loaded, options: Any, early: Any, model_error: JobError | None
-           ) -> JobResult:
+           storage: Path, loaded: datasets.Loaded, options: ModelOptions, early: EarlyFit | None,
+           model_error: JobError | None) -> JobResult:
     from tuneloop.jobs import evaluating, tracking, training
 
     tags, t = progress.tags, spec.training

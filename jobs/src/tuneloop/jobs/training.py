@@ -484,7 +484,6 @@ def start_fit(model: modeling.ModelOptions, workers: int, gpus_per_worker: int, 
     """`fit()` started now, its data sent later through `handoff` (a file on storage every worker reads,
     as it reads the prepared data; one per driver, so a later attempt never reads an earlier one's)."""
     handoff.parent.mkdir(parents=True, exist_ok=True)
-    handoff.unlink(missing_ok=True)
     config = {"model": asdict(model), HANDOFF_KEY: str(handoff)}
     return EarlyFit(handoff, lambda: _fit(config, workers, gpus_per_worker, storage_dir))
 

@@ -127,7 +127,6 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
     memo.monitor = ThreadedMonitor(ours.monitor_check, ours.monitor_max_checks)
     memo.monitor_reconciler = MonitorReconciler(kube, memo.monitor, clients.events, ours, metrics)
     memo.clients = clients
-    memo.registry = registry
     memo.serve = serve
     logger.info("tuneloop operator started: poll %.1fs, metrics port %s", ours.poll_seconds, ours.metrics_port or "off")
 
@@ -144,7 +143,6 @@ async def shutdown(memo: kopf.Memo, **_: Any) -> None:
     monitor_pool = getattr(memo, "monitor", None)
     if monitor_pool is not None:
         monitor_pool.close()
-    registry = getattr(memo, "registry", None)
-    if registry is not None:
-        await registry.aclose()
+    if isinstance(clients.registry, MlflowRegistry):  # its REST session belongs to this event loop
+        await clients.registry.aclose()
     await clients.kube.aclose()

@@ -100,14 +100,18 @@ class KubeEvents:
                         event["involvedObject"]["name"], e)
 
 
+def _object_path(group: str, version: str, plural: str, namespace: str, name: str = "") -> str:
+    """The REST path of a namespaced custom object (of its collection when `name` is empty)."""
+    path = f"/apis/{group}/{version}/namespaces/{quote(namespace)}/{plural}"
+    return f"{path}/{quote(name)}" if name else path
+
+
 def _finetune_path(namespace: str, name: str) -> str:
-    return (f"/apis/{constants.GROUP}/{constants.VERSION}/namespaces/{quote(namespace)}/"
-            f"{constants.FINETUNE_PLURAL}/{quote(name)}")
+    return _object_path(constants.GROUP, constants.VERSION, constants.FINETUNE_PLURAL, namespace, name)
 
 
 def _deployment_path(namespace: str, name: str) -> str:
-    return (f"/apis/{constants.GROUP}/{constants.VERSION}/namespaces/{quote(namespace)}/"
-            f"{constants.DEPLOYMENT_PLURAL}/{quote(name)}")
+    return _object_path(constants.GROUP, constants.VERSION, constants.DEPLOYMENT_PLURAL, namespace, name)
 
 
 def _translate(e: Exception, what: str) -> ClientError:
@@ -252,13 +256,13 @@ class RealKube:
     async def ensure_rayjob(self, body: dict[str, Any]) -> None:
         meta = body["metadata"]
         await self._ensure(f"create RayJob {meta['namespace']}/{meta['name']}",
-                           f"/apis/{RAY_GROUP}/{RAY_VERSION}/namespaces/{quote(meta['namespace'])}/{RAYJOB_PLURAL}",
+                           _object_path(RAY_GROUP, RAY_VERSION, RAYJOB_PLURAL, meta["namespace"]),
                            body)
 
     async def get_rayservice(self, namespace: str, name: str) -> dict[str, Any] | None:
         return await self._request_or_none(
             f"get RayService {namespace}/{name}",
-            f"/apis/{RAY_GROUP}/{RAY_VERSION}/namespaces/{quote(namespace)}/rayservices/{quote(name)}")
+            _object_path(RAY_GROUP, RAY_VERSION, "rayservices", namespace, name))
 
     async def apply_rayservice(self, body: dict[str, Any]) -> None:
         """Create the RayService, or replace its whole spec (a JSON patch: no stale keys merged in)."""
@@ -279,7 +283,7 @@ class RealKube:
     async def get_rayjob(self, namespace: str, name: str) -> dict[str, Any] | None:
         return await self._request_or_none(
             f"get RayJob {namespace}/{name}",
-            f"/apis/{RAY_GROUP}/{RAY_VERSION}/namespaces/{quote(namespace)}/{RAYJOB_PLURAL}/{quote(name)}")
+            _object_path(RAY_GROUP, RAY_VERSION, RAYJOB_PLURAL, namespace, name))
 
     async def delete_rayjob(self, namespace: str, name: str) -> None:
         try:

@@ -23,14 +23,12 @@ from typing import Any, Protocol, TypeVar
 from tuneloop.api import constants
 from tuneloop.api.results import JobResult
 from tuneloop.operator.clients.errors import ClientError, Rejected, Unavailable
-from tuneloop.operator.clients.mlflow_rest import MlflowRest
+from tuneloop.operator.clients.mlflow_rest import NOT_FOUND_CODES, REFUSED_CODES, SYSTEM, MlflowRest
+from tuneloop.operator.clients.mlflow_rest import quote as _quote
 from tuneloop.operator.logic.deploying import ModelLookup
 from tuneloop.operator.logic.plans import VersionInfo
 
-SYSTEM = "mlflow"
 T = TypeVar("T")
-NOT_FOUND_CODES = frozenset({"RESOURCE_DOES_NOT_EXIST", "NOT_FOUND"})
-REFUSED_CODES = frozenset({"INVALID_PARAMETER_VALUE", "PERMISSION_DENIED", "UNAUTHENTICATED", "BAD_REQUEST"})
 
 
 class Registry(Protocol):
@@ -58,10 +56,6 @@ def configure_http(timeout_seconds: float, retries: int) -> None:
     os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(retries)
     os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] = "1"
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-
-
-def _quote(value: str) -> str:
-    return "'" + value.replace("'", "\\'") + "'"
 
 
 def version_filter(model: str, uid: str, run: int) -> str:

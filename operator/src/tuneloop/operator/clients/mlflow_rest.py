@@ -56,7 +56,8 @@ def _version(mv: dict[str, Any]) -> VersionInfo:
                        tags={str(t["key"]): str(t.get("value", "")) for t in mv.get("tags") or ()})
 
 
-def _quote(value: str) -> str:
+def quote(value: str) -> str:
+    """A string literal in MLflow's search filter syntax."""
     return "'" + value.replace("'", "\\'") + "'"
 
 
@@ -181,7 +182,7 @@ class MlflowRest:
         versions: list[str] = []
         token: str | None = None
         while True:
-            params = {"filter": f"name = {_quote(model)}", "max_results": str(SEARCH_PAGE)}
+            params = {"filter": f"name = {quote(model)}", "max_results": str(SEARCH_PAGE)}
             if token:
                 params["page_token"] = token
             page = await self._get(tracking_uri, "/model-versions/search", params, what)

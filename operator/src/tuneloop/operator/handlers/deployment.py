@@ -19,6 +19,7 @@ import kopf
 from tuneloop.api import constants
 from tuneloop.operator.clients.errors import ClientError
 from tuneloop.operator.handlers.deployment_reconciler import DeploymentReconciler
+from tuneloop.operator.logic import deploying
 
 RESOURCE = (constants.GROUP, constants.VERSION, constants.DEPLOYMENT_PLURAL)
 
@@ -59,13 +60,8 @@ async def reconcile_daemon(stopped: kopf.DaemonStopped, name: str, namespace: st
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(wake.wait(), timeout=delay)
             woken = True
-        look = quiet_look(body) if not woken and quiet(delay, reconciler.settings.poll_seconds) else None
-
-
-def quiet(delay: float | None, poll_seconds: float) -> bool:
-    """Whether the next look is a quiet one: a Serving deployment's alias re-check after a whole poll interval
-    with nothing woken. Rollout steps, waits after a lost race and looks after a change GET the object."""
-    return delay is not None and delay >= poll_seconds
+        quiet = deploying.next_look_is_quiet(delay, woken, reconciler.settings.poll_seconds)
+        look = quiet_look(body) if quiet else None
 
 
 def quiet_look(body: kopf.Body) -> dict[str, Any]:

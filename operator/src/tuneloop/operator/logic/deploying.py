@@ -507,3 +507,10 @@ def _with_events(o: DeployObserved, plan: DeployPlan) -> DeployPlan:
     events = transition_events(o.status, plan.status)
     events += tuple(e for e in plan.events if all(e.reason != seen.reason for seen in events))
     return DeployPlan(plan.status, plan.actions, events, plan.requeue_seconds)
+
+
+def next_look_is_quiet(delay: float | None, woken: bool, poll_seconds: float) -> bool:
+    """Whether the next look may read the object from the watch instead of a GET: a Serving deployment's
+    alias re-check after a whole poll interval with nothing woken. Rollout steps, waits after a lost race
+    and looks after a change GET the object."""
+    return not woken and delay is not None and delay >= poll_seconds
