@@ -174,3 +174,46 @@ def test_luhn(digits: str, valid: bool) -> None:
 ])
 def test_iban(iban: str, valid: bool) -> None:
     assert pii.iban_valid(iban) is valid
+
+
+IMPORT_COST = """
+import sys
+from tuneloop.jobs import pii_presidio
+print("transformers imported:", "transformers" in sys.modules)
+print("finder left on sys.meta_path:", any(isinstance(f, pii_presidio._PresidioWithoutTransformers)
+                                            for f in sys.meta_path))
+print(pii_presidio.PresidioScrubber().scrub("mail anna@firma.de, card 4111 1111 1111 1111")[0])
+from transformers import pipeline  # the process can still use transformers
+print("pipeline:", callable(pipeline))
+"""
+
+
+def test_importing_presidio_does_not_import_transformers() -> None:
+    """Presidio's transformers engines import transformers at import time (~8 s of a driver's data
+    preparation, #11); the scrubber uses none of them, so Presidio is imported with transformers hidden from
+    its own modules only, and only during the import."""
+    done = subprocess.run([sys.executable, "-c", IMPORT_COST], capture_output=True, text=True, timeout=300,
+                          check=True)
+    assert done.stdout.splitlines() == ["transformers imported: False", "finder left on sys.meta_path: False",
+                                        "mail [EMAIL], card [CARD]", "pipeline: True"], done.stderr
+
+
+@pytest.mark.parametrize(("importer", "name", "hidden"), [
+    ("presidio_analyzer.nlp_engine.huggingface_token_pipe", "transformers", True),
+    ("presidio_analyzer.predefined_recognizers.ner.huggingface_ner_recognizer", "transformers", True),
+    ("presidio_analyzer.nlp_engine.huggingface_token_pipe", "torch", False),  # only transformers is hidden
+    ("tuneloop.jobs.modeling", "transformers", False),  # anyone else's import passes through
+    ("presidio_analyzer", "transformers.pipelines", False),  # submodules: only reached via the top package
+])
+def test_the_finder_hides_transformers_from_presidio_modules_only(importer: str, name: str, hidden: bool) -> None:
+    from tuneloop.jobs import pii_presidio
+
+    finder = pii_presidio._PresidioWithoutTransformers()
+    # Run the lookup from a frame whose module is `importer`, as an import statement in that module would.
+    scope: dict[str, object] = {"__name__": importer, "finder": finder, "name": name}
+    if hidden:
+        with pytest.raises(ModuleNotFoundError, match="not imported for Presidio"):
+            exec("finder.find_spec(name, None)", scope)
+    else:
+        exec("result = finder.find_spec(name, None)", scope)
+        assert scope["result"] is None

@@ -16,31 +16,69 @@ recognizers for them score below any useful threshold without context words.
 
 Overlaps are resolved by kind, most specific first (a card number is never half-eaten by the phone
 matcher; the digits of an IBAN never read as a card), then by length.
+
+Importing `presidio_analyzer` imports every engine and recognizer it has, and two of its modules (the
+Hugging Face token pipe of its transformers NLP engine, and its Hugging Face NER recognizer) run
+`from transformers import pipeline` at import time, in a `try` that makes transformers optional. That
+import alone is ~8 s of a training driver's data preparation (#11), for two classes this scrubber never
+uses. So Presidio is imported with transformers hidden from Presidio's own modules only
+(`_PresidioWithoutTransformers`): they take the path they take when transformers is not installed. Any
+other import of transformers, on any thread, is untouched, and the hiding ends with the import.
 """
 
 from __future__ import annotations
 
+import importlib.abc
+import importlib.machinery
 import os
+import sys
 from collections import Counter
+from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
+from types import FrameType, ModuleType
 
 import phonenumbers
 import spacy.util
 import tldextract
-from presidio_analyzer import RecognizerResult
-from presidio_analyzer.nlp_engine import SpacyNlpEngine
-from presidio_analyzer.predefined_recognizers import (
-    CreditCardRecognizer,
-    CryptoRecognizer,
-    EmailRecognizer,
-    IbanRecognizer,
-    IpRecognizer,
-    PhoneRecognizer,
-    SpacyRecognizer,
-)
 
 from tuneloop.jobs import pii
+
+
+class _PresidioWithoutTransformers(importlib.abc.MetaPathFinder):
+    """On sys.meta_path while Presidio is imported: an import of transformers made by a Presidio module
+    (found by walking the importing thread's frames) fails as if transformers were not installed; every
+    other import passes through. Thread-safe: the walk only sees the importing thread's own stack."""
+
+    def find_spec(self, fullname: str, path: Sequence[str] | None,
+                  target: ModuleType | None = None) -> importlib.machinery.ModuleSpec | None:
+        if fullname != "transformers":
+            return None
+        frame: FrameType | None = sys._getframe(1)
+        while frame is not None:
+            if str(frame.f_globals.get("__name__", "")).startswith("presidio_analyzer"):
+                raise ModuleNotFoundError("transformers is not imported for Presidio (tuneloop uses none of "
+                                          "its transformers engines)", name=fullname)
+            frame = frame.f_back
+        return None
+
+
+_hide = _PresidioWithoutTransformers()
+sys.meta_path.insert(0, _hide)
+try:
+    from presidio_analyzer import RecognizerResult
+    from presidio_analyzer.nlp_engine import SpacyNlpEngine
+    from presidio_analyzer.predefined_recognizers import (
+        CreditCardRecognizer,
+        CryptoRecognizer,
+        EmailRecognizer,
+        IbanRecognizer,
+        IpRecognizer,
+        PhoneRecognizer,
+        SpacyRecognizer,
+    )
+finally:
+    sys.meta_path.remove(_hide)
 
 SPACY_MODEL_ENV = "TUNELOOP_PII_SPACY_MODEL"
 # Regions whose national formats phonenumbers looks for (comma-separated ISO codes; default Presidio's eight).
