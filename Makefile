@@ -70,7 +70,7 @@ lint: setup ## ruff, import-linter (decide/act layering) and mypy
 
 test: ## Install what is needed and run every suite (unit, real apiserver, e2e)
 	@$(MAKE) --no-print-directory -j4 setup kube-apiserver helm argocd-health
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest --durations=40 $(PYTEST_ARGS)
 
 test-unit: setup helm argocd-health ## Unit tests only (no services; helm and the Lua sandbox are built once)
 	$(call pytest_ok5,tests/unit)
