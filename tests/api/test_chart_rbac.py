@@ -182,6 +182,20 @@ def ensure_rayservice_crd(control_plane) -> None:
     control_plane.kubectl("wait", "--for=condition=Established", "--timeout=30s", "crd/rayservices.ray.io")
 
 
+def watches_started(control_plane) -> set[Call]:
+    """The watches the chart's ServiceAccount opened, granted (audit() reads completed requests; a watch
+    still open has only its ResponseStarted entry)."""
+    out = set()
+    with open(control_plane.audit_log, "rb") as f:
+        for line in f:
+            event = json.loads(line)
+            ref = event.get("objectRef") or {}
+            if (event["user"]["username"] == SA_USER and event["verb"] == "watch"
+                    and event.get("responseStatus", {}).get("code") == 200):
+                out.add((ref.get("apiGroup", ""), ref.get("resource", ""), "watch"))
+    return out
+
+
 def register_champion(tracking_uri: str, model: str) -> None:
     """Version 1 of `model`, holding the champion alias (what a Succeeded FineTune leaves behind)."""
     from mlflow.tracking import MlflowClient
@@ -307,8 +321,12 @@ def test_the_operator_runs_a_finetune_through_its_life_with_the_charts_serviceac
     assert not refusals, (f"the operator was refused {refusals}: a new call needs its rule in tuneloop.operatorRules "
                           f"(charts/tuneloop/templates/_helpers.tpl)\n{operator_as_sa.tail()}")
     rules = granted(role_rules(installed["docs"]))
-    # The watches and first lists were made before `since`, at start-up.
-    at_start = {("tuneloop.io", kind, verb) for kind in ("finetunes", "modeldeployments") for verb in ("list", "watch")}
+    # The watches and first lists were made before `since`, at start-up (the RayService CRD was installed
+    # before the operator started, so it watches our RayServices too: shown from the whole audit log).
+    watched = (("tuneloop.io", "finetunes"), ("tuneloop.io", "modeldeployments"), ("ray.io", "rayservices"))
+    at_start = {(group, kind, verb) for group, kind in watched for verb in ("list", "watch")}
+    from_start = {r.call for r in audit(control_plane, SA_USER) if r.code == 200} | watches_started(control_plane)
+    assert at_start <= from_start, f"not listed and watched at start-up: {sorted(at_start - from_start)}"
     assert used | at_start == rules, (
         f"granted but never used: {sorted(rules - used - at_start)}; used without a rule: {sorted(used - rules)}")
 

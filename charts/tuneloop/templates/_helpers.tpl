@@ -70,11 +70,12 @@ ClusterRole (all namespaces) and the per-namespace Roles.
   - finetunes/status patch: the reconciler's status write (JSON patch of /status).
   - modeldeployments get/list/watch/patch, modeldeployments/status patch: the same for ModelDeployments.
   - rayjobs create/get/list/delete: launch a run, observe it, delete a stopped or deleted FineTune's jobs.
-  - rayservices get/create/patch: a RayService-mode ModelDeployment's RayService, its spec replaced when
-    it differs (deleted with the ModelDeployment by its ownerReference, so no delete).
+  - rayservices get/list/watch/create/patch: a RayService-mode ModelDeployment's RayService, its spec
+    replaced when it differs (deleted with the ModelDeployment by its ownerReference, so no delete); kopf
+    lists and watches ours (by label) so that a Serving deployment's periodic look reads it from the watch.
   - configmaps create/list/delete: the run's spec ConfigMap, and its removal with the FineTune.
   - events create: transition Events (ours, awaited) and kopf's handler Events.
-No Secrets, no Pods, no watch on children, nothing cluster-scoped.
+No Secrets, no Pods, no watch on children other than our RayServices, nothing cluster-scoped.
 */}}
 {{- define "tuneloop.operatorRules" -}}
 - apiGroups: [tuneloop.io]
@@ -94,7 +95,7 @@ No Secrets, no Pods, no watch on children, nothing cluster-scoped.
   verbs: [get, list, create, delete]
 - apiGroups: [ray.io]
   resources: [rayservices]
-  verbs: [get, create, patch]
+  verbs: [get, list, watch, create, patch]
 - apiGroups: [""]
   resources: [configmaps]
   verbs: [list, create, delete]

@@ -56,6 +56,10 @@ class DeploymentReconciler:
         self.settings = settings
         self.metrics = metrics or Metrics.disabled()
         self.clock = clock
+        # Our RayServices as the operator's watch last saw them, by (namespace, name)
+        # (handlers.deployment.watch_rayservice): what a look given the watch-fed object reads instead of a
+        # GET. Empty while that watch is not running (no RayService CRD when the operator started).
+        self.watched_rayservices: dict[tuple[str, str], dict[str, Any]] = {}
         traffic_root = settings.serve_traffic_root or f"file://{settings.storage_root}/traffic"
         self.policy = DeployPolicy(
             poll_seconds=settings.poll_seconds, max_poll_seconds=settings.max_poll_seconds,
@@ -69,8 +73,18 @@ class DeploymentReconciler:
     def tracking_uri(self, spec: ModelDeploymentSpec) -> str | None:
         return spec.model.tracking_uri or self.settings.mlflow_tracking_uri
 
+    def saw_rayservice(self, namespace: str, name: str, body: dict[str, Any] | None) -> None:
+        """The watch's latest view of one of our RayServices (None: deleted)."""
+        if body is None:
+            self.watched_rayservices.pop((namespace, name), None)
+        else:
+            self.watched_rayservices[(namespace, name)] = body
+
     async def reconcile(self, namespace: str, name: str, body: dict[str, Any] | None = None) -> float | None:
-        """One look; returns seconds until the next (None: on change only)."""
+        """One look; returns seconds until the next (None: on change only). `body` is the object as the
+        watch delivered it (a quiet look, #11): the look then reads its RayService from the watch too, when
+        the watch has seen it. None: GET both, as after a rollout step, a lost race or a change."""
+        watched = body is not None
         if body is None:
             body = await self.kube.get_modeldeployment(namespace, name)
         if body is None or body["metadata"].get("deletionTimestamp"):
@@ -93,7 +107,7 @@ class DeploymentReconciler:
                            public_endpoint_base=spec.serving.endpoint_base or self.settings.serve_endpoint_base)
         try:
             o = await self.observe_model(o)  # kept when Ray then fails: ModelResolved stays true to MLflow
-            o = await self.observe_serving(o)
+            o = await self.observe_serving(o, watched)
             plan = deploying.decide_deployment(o, self.policy)
             for action in plan.actions:
                 if isinstance(action, EnsureRayService):
@@ -124,12 +138,16 @@ class DeploymentReconciler:
         ref = o.spec.model
         return replace(o, lookup=await self.registry.lookup_model(o.tracking_uri, ref.name, ref.alias, ref.version))
 
-    async def observe_serving(self, o: DeployObserved) -> DeployObserved:
-        """Our application on Ray Serve, or our RayService; only once the model resolved."""
+    async def observe_serving(self, o: DeployObserved, watched: bool = False) -> DeployObserved:
+        """Our application on Ray Serve, or our RayService (from the watch when `watched` and it has seen
+        it, else a GET); only once the model resolved."""
         if o.lookup is None or o.lookup.version is None:
             return o
         if o.spec.serving.mode == "RayService":
-            found = await self.kube.get_rayservice(o.namespace, rayservice.rayservice_name(o.name))
+            rs_name = rayservice.rayservice_name(o.name)
+            found = self.watched_rayservices.get((o.namespace, rs_name)) if watched else None
+            if found is None:
+                found = await self.kube.get_rayservice(o.namespace, rs_name)
             return replace(o, rayservice=found)
         assert o.address is not None
         state = await self.serve.get_state(o.address)
