@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import copy
+from dataclasses import replace
+from datetime import timedelta
 from typing import Any
 
 import kopf
@@ -17,6 +19,7 @@ import pytest
 from tests.unit.operator.fakes import FakeEvents
 from tuneloop.operator.handlers import deployment
 from tuneloop.operator.handlers.deployment_reconciler import DeploymentReconciler
+from tuneloop.operator.logic import deploying
 from tuneloop.operator.logic.deploying import ModelLookup
 from tuneloop.operator.logic.plans import VersionInfo
 from tuneloop.operator.settings import OperatorSettings
@@ -58,9 +61,13 @@ class Kube:
 
 
 class Registry:
+    def __init__(self, version: str = "1") -> None:
+        self.version = version
+
     async def lookup_model(self, tracking_uri: str, model: str, alias: str | None, version: str | None
                            ) -> ModelLookup:
-        return ModelLookup(VersionInfo(model, "1", "run1", "s3://m/1", ("champion",)))
+        return ModelLookup(VersionInfo(model, self.version, f"run{self.version}", f"s3://m/{self.version}",
+                                       ("champion",)))
 
 
 def world() -> tuple[DeploymentReconciler, Kube]:
@@ -128,3 +135,77 @@ def test_the_watch_handler_keeps_a_snapshot_and_forgets_a_deleted_rayservice() -
 def test_the_watch_handler_before_start_up_finished_does_nothing() -> None:
     asyncio.run(deployment.watch_rayservice(type="ADDED", body=kopf.Body({"metadata": {}}), name=NAME,  # type: ignore[call-arg]
                                             namespace=NS, memo=kopf.Memo()))
+
+
+# --- a quiet look that observes what the last steady look observed does not decide again ----------------
+
+def serving_world(monkeypatch: pytest.MonkeyPatch) -> tuple[DeploymentReconciler, Kube, list[int]]:
+    """A RayService-mode deployment Serving v1, its RayService on the watch; counts decide_deployment calls."""
+    reconciler, kube = world()
+    running = copy.deepcopy(kube.rayservice)
+    assert running is not None
+    running["metadata"]["generation"] = 1
+    running["status"] = {"observedGeneration": 1, "conditions": [{"type": "Ready", "status": "True"}],
+                         "activeServiceStatus": {"applicationStatuses": {f"{NS}.{NAME}": {"status": "RUNNING"}}}}
+    kube.rayservice = running  # the apiserver and the watch agree
+    reconciler.saw_rayservice(NS, NAME, copy.deepcopy(running))
+    asyncio.run(reconciler.reconcile(NS, NAME))
+    assert kube.md["status"]["phase"] == "Serving"
+    decided = [0]
+    real = deploying.decide_deployment
+
+    def counting(o: Any, p: Any) -> Any:
+        decided[0] += 1
+        return real(o, p)
+
+    monkeypatch.setattr(deploying, "decide_deployment", counting)
+    return reconciler, kube, decided
+
+
+def quiet(reconciler: DeploymentReconciler, kube: Kube) -> float | None:
+    return asyncio.run(reconciler.reconcile(NS, NAME, copy.deepcopy(kube.md)))
+
+
+def test_a_quiet_look_that_sees_nothing_new_skips_deciding(monkeypatch: pytest.MonkeyPatch) -> None:
+    reconciler, kube, decided = serving_world(monkeypatch)
+    status = copy.deepcopy(kube.md["status"])
+    assert quiet(reconciler, kube) == 10  # decides once more: the first steady look it can compare with
+    assert [quiet(reconciler, kube) for _ in range(3)] == [10, 10, 10]
+    assert decided == [1] and kube.md["status"] == status and kube.applies == 1
+
+
+@pytest.mark.parametrize("change", ["the alias moved", "KubeRay reports a failure", "the status was written",
+                                    "a look after a change"])
+def test_anything_new_is_decided_on(monkeypatch: pytest.MonkeyPatch, change: str) -> None:
+    reconciler, kube, decided = serving_world(monkeypatch)
+    quiet(reconciler, kube)
+    assert decided == [1]
+    if change == "the alias moved":
+        reconciler.registry = Registry(version="2")  # type: ignore[assignment]
+        quiet(reconciler, kube)
+        assert kube.applies == 2 and kube.md["status"]["rollout"]["version"] == "2"  # v2 written to the RayService
+    elif change == "KubeRay reports a failure":
+        rs = copy.deepcopy(reconciler.watched_rayservices[(NS, NAME)])
+        rs["status"]["activeServiceStatus"]["applicationStatuses"][f"{NS}.{NAME}"] = {"status": "DEPLOY_FAILED",
+                                                                                       "message": "boom"}
+        reconciler.saw_rayservice(NS, NAME, rs)
+        quiet(reconciler, kube)
+        assert kube.md["status"]["phase"] == "Degraded"
+    elif change == "the status was written":  # by the monitor daemon, say
+        kube.md["status"]["monitorHistory"] = []
+        kube.md["status"]["lastMonitor"] = {"time": "2026-11-23T12:00:00Z", "samples": 3}
+        quiet(reconciler, kube)
+    else:
+        asyncio.run(reconciler.reconcile(NS, NAME))
+    assert decided == [2], change
+
+
+def test_skipping_is_safe_the_steady_plan_does_not_depend_on_the_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a skipped look would have decided, an hour later: nothing to do, the same status."""
+    reconciler, kube, _ = serving_world(monkeypatch)
+    quiet(reconciler, kube)
+    steady, requeue = reconciler.steady[(NS, NAME)]
+    later = replace(steady, now=steady.now + timedelta(hours=1))
+    plan = deploying.decide_deployment(later, reconciler.policy)
+    assert deploying.is_steady(later, plan) and plan.requeue_seconds == requeue
+    assert plan.status.to_k8s() == steady.status.to_k8s()

@@ -60,6 +60,9 @@ class DeploymentReconciler:
         # (handlers.deployment.watch_rayservice): what a look given the watch-fed object reads instead of a
         # GET. Empty while that watch is not running (no RayService CRD when the operator started).
         self.watched_rayservices: dict[tuple[str, str], dict[str, Any]] = {}
+        # Per object, the observation of its last look when that look found it Serving at rest and left it so
+        # (`deploying.is_steady`), and when to look again: a quiet look that observes the same skips deciding.
+        self.steady: dict[tuple[str, str], tuple[DeployObserved, float | None]] = {}
         traffic_root = settings.serve_traffic_root or f"file://{settings.storage_root}/traffic"
         self.policy = DeployPolicy(
             poll_seconds=settings.poll_seconds, max_poll_seconds=settings.max_poll_seconds,
@@ -88,6 +91,7 @@ class DeploymentReconciler:
         if body is None:
             body = await self.kube.get_modeldeployment(namespace, name)
         if body is None or body["metadata"].get("deletionTimestamp"):
+            self.steady.pop((namespace, name), None)
             return None
         meta = body["metadata"]
         status = ModelDeploymentStatus.model_validate(body.get("status") or {})
@@ -105,9 +109,14 @@ class DeploymentReconciler:
                            spec=spec, status=status, now=self.clock(), address=self.address(spec),
                            tracking_uri=self.tracking_uri(spec), uid=meta.get("uid", ""),
                            public_endpoint_base=spec.serving.endpoint_base or self.settings.serve_endpoint_base)
+        steady = self.steady.pop((namespace, name), None)
         try:
             o = await self.observe_model(o)  # kept when Ray then fails: ModelResolved stays true to MLflow
             o = await self.observe_serving(o, watched)
+            if watched and steady is not None and deploying.repeats_steady_look(steady[0], o):
+                self.steady[(namespace, name)] = steady
+                log.debug("looked at %s/%s: Serving, unchanged, next look in %s", namespace, name, steady[1])
+                return steady[1]
             plan = deploying.decide_deployment(o, self.policy)
             for action in plan.actions:
                 if isinstance(action, EnsureRayService):
@@ -128,6 +137,8 @@ class DeploymentReconciler:
             return min(self.policy.rollout_poll_seconds, 1.0)
         log.debug("looked at %s/%s: %s, next look %s", namespace, name, plan.status.phase,
                   "on change" if plan.requeue_seconds is None else f"in {plan.requeue_seconds:g}s")
+        if deploying.is_steady(o, plan):
+            self.steady[(namespace, name)] = (o, plan.requeue_seconds)
         return plan.requeue_seconds
 
     async def observe_model(self, o: DeployObserved) -> DeployObserved:

@@ -509,6 +509,24 @@ def _with_events(o: DeployObserved, plan: DeployPlan) -> DeployPlan:
     return DeployPlan(plan.status, plan.actions, events, plan.requeue_seconds)
 
 
+def is_steady(o: DeployObserved, plan: DeployPlan) -> bool:
+    """Whether a look found a Serving deployment at rest and left it so: no action, no Event, status as it
+    was, no rollout, canary or wait in progress. Such a plan depends on the observation only, not on the
+    clock (set_condition keeps a condition's time while its status holds; only rollouts, canaries and
+    waits read `now`), so the same observation later decides the same (`repeats_steady_look`)."""
+    st = plan.status
+    return (not plan.actions and not plan.events and st.phase == "Serving" and st.rollout is None
+            and st.canary is None and st.waiting is None and st.to_k8s() == o.status.to_k8s())
+
+
+def repeats_steady_look(steady: DeployObserved | None, o: DeployObserved) -> bool:
+    """Whether `o` observes exactly what the last steady look (`is_steady`) observed, its time aside: the
+    object (its status included), the registry's answer and Serve's or KubeRay's. Then its plan is that
+    look's — nothing to do until the next look — and deciding again is skipped (#11: deciding and the
+    status comparison were ~half of an idle Serving look)."""
+    return steady is not None and replace(steady, now=o.now) == o
+
+
 def next_look_is_quiet(delay: float | None, woken: bool, poll_seconds: float) -> bool:
     """Whether the next look may read the object from the watch instead of a GET: a Serving deployment's
     alias re-check after a whole poll interval with nothing woken. Rollout steps, waits after a lost race
