@@ -124,3 +124,97 @@ def test_a_refused_request_is_rejected_not_retried(registry_model: str) -> None:
             await rest.close()
 
     asyncio.run(run())
+
+
+# --- the shared alias listing (a Serving deployment's look without a GET) -------------------------------
+
+
+class Counting(MlflowRest):
+    """Counts the requests by path (our own wrapper's one call site)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.calls: list[str] = []
+
+    async def _get(self, tracking_uri: str, path: str, params: dict[str, str], what: str) -> dict[str, Any]:
+        self.calls.append(path)
+        return await super()._get(tracking_uri, path, params, what)
+
+
+def test_the_listing_is_every_models_aliases_across_pages(registry_model: str) -> None:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(registry_model, registry_uri=registry_model)
+    expected = {m.name: dict(m.aliases) for m in client.search_registered_models(max_results=1000)}
+    assert expected[MODEL] == {"champion": "2", "stable": "2", "challenger": "3"} and expected[MODEL + "-empty"] == {}
+
+    async def run(page_size: int, pages: int) -> tuple[Any, list[str]]:
+        rest = Counting(page_size=page_size, snapshot_pages=pages)
+        try:
+            return await rest.registered_aliases(registry_model), rest.calls
+        finally:
+            await rest.close()
+
+    listed, calls = asyncio.run(run(1000, 5))
+    assert listed == expected and calls == ["/registered-models/search"]
+    listed, calls = asyncio.run(run(1, len(expected)))  # one model a page: every page followed
+    assert listed == expected and len(calls) == len(expected)
+    listed, _ = asyncio.run(run(1, len(expected) - 1))  # more models than pages allowed: not listable
+    assert listed is None
+
+
+def test_looks_share_one_listing_and_answer_as_a_get_does(registry_model: str) -> None:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(registry_model, registry_uri=registry_model)
+
+    async def run() -> None:
+        rest = Counting(alias_snapshot_seconds=2, version_cache_seconds=60)
+        plain = MlflowRest()
+        try:
+            first = await rest.lookup_model(registry_model, MODEL, "champion", None)
+            assert rest.calls == ["/registered-models/search", "/registered-models/alias"]  # details not known yet
+            assert first == await plain.lookup_model(registry_model, MODEL, "champion", None)
+            rest.calls.clear()
+            # Twenty looks of two deployments at once, within the listing's 2 s: no request, a GET's answer.
+            answers = await asyncio.gather(*(rest.lookup_model(registry_model, MODEL, alias, None)
+                                             for alias in ("champion", "stable") * 10))
+            assert rest.calls == []
+            assert {a.version.version for a in answers if a.version} == {"2"}
+            assert answers[0].aliases == first.aliases and set(answers[0].version.aliases) == {"champion", "stable"}
+            assert answers[0].version.tags == first.version.tags
+            # The alias moves by hand: seen once the listing is older than its 2 s, with one listing for
+            # looks that come at once.
+            client.set_registered_model_alias(MODEL, "stable", "1")
+            await asyncio.sleep(2.1)
+            rest.calls.clear()
+            moved, again = await asyncio.gather(*(rest.lookup_model(registry_model, MODEL, "stable", None)
+                                                  for _ in range(2)))
+            assert moved == again == await plain.lookup_model(registry_model, MODEL, "stable", None)
+            assert moved.version is not None and moved.version.version == "1"
+            assert rest.calls.count("/registered-models/search") == 1  # (then a GET each: v1 not known yet)
+            # A missing alias or model still answers with what exists.
+            assert await rest.lookup_model(registry_model, MODEL, "never-set", None) == await plain.lookup_model(
+                registry_model, MODEL, "never-set", None)
+            assert (await rest.lookup_model(registry_model, "no-such-model", "champion", None)).model_exists is False
+        finally:
+            client.set_registered_model_alias(MODEL, "stable", "2")
+            await rest.close()
+            await plain.close()
+
+    asyncio.run(run())
+
+
+def test_an_alias_the_operator_moves_is_seen_at_once(registry_model: str) -> None:
+    async def run() -> None:
+        registry = MlflowRegistry(alias_snapshot_seconds=3600, version_cache_seconds=3600)
+        try:
+            assert (await registry.lookup_model(registry_model, MODEL, "challenger", None)).version.version == "3"
+            await registry.lookup_model(registry_model, MODEL, "challenger", None)  # from the listing now
+            await registry.set_alias(registry_model, MODEL, "challenger", "1")
+            assert (await registry.lookup_model(registry_model, MODEL, "challenger", None)).version.version == "1"
+        finally:
+            await registry.set_alias(registry_model, MODEL, "challenger", "3")
+            await registry.aclose()
+
+    asyncio.run(run())

@@ -113,7 +113,11 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
     report_config_problems(ours, metrics, logger)
     token = ours.ray_auth_token.get_secret_value() if ours.ray_auth_token else None
     kube = RealKube.from_environment(ours.kube_threads)
-    registry = MlflowRegistry(ours.client_timeout_seconds, ours.client_retries)
+    # Deployments following an alias share one listing of the registry's aliases, at most a fifth of a poll
+    # interval old (clients/mlflow_rest.py); a version's details are re-read every max poll interval.
+    registry = MlflowRegistry(ours.client_timeout_seconds, ours.client_retries,
+                              alias_snapshot_seconds=ours.poll_seconds / 5,
+                              version_cache_seconds=ours.max_poll_seconds)
     clients = Clients(
         kube=kube,
         ray=HttpRayJobs(ours.client_timeout_seconds, ours.client_retries, token),

@@ -88,12 +88,13 @@ class MlflowRegistry:
     (clients/mlflow_rest.py): the same answers for a fraction of the CPU, and no mlflow import."""
 
     def __init__(self, timeout_seconds: float = 10.0, retries: int = 2, threads: int = 4,
-                 rest: bool = True) -> None:
+                 rest: bool = True, alias_snapshot_seconds: float = 0.0, version_cache_seconds: float = 0.0) -> None:
         configure_http(timeout_seconds, retries)
         self._deadline = timeout_seconds * (retries + 1) + 5
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="tuneloop-mlflow")
         self._global_lock = threading.Lock()  # mlflow.register_model reads the global tracking URI
-        self._rest = MlflowRest(timeout_seconds, retries) if rest else None
+        self._rest = MlflowRest(timeout_seconds, retries, alias_snapshot_seconds,
+                                version_cache_seconds) if rest else None
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -206,6 +207,8 @@ class MlflowRegistry:
     async def set_alias(self, tracking_uri: str, model: str, alias: str, version: str) -> None:
         await self._call(f"set alias {alias!r} of {model!r} to version {version}",
                          lambda: self._client(tracking_uri).set_registered_model_alias(model, alias, version))
+        if self._rest is not None:
+            self._rest.forget(tracking_uri)  # deployments following it see the move at their next look
 
     async def lookup_model(self, tracking_uri: str, model: str, alias: str | None, version: str | None
                            ) -> ModelLookup:

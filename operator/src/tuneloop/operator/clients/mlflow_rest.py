@@ -14,6 +14,15 @@ Only these reads come this way: `get_alias` and `lookup_model`, the same answers
 plain http(s) (databricks, file, sqlite) or that embed credentials, and environments that use a custom
 MLflow auth provider (MLFLOW_TRACKING_AUTH), go to the mlflow client too (`MlflowRest.handles`).
 
+With `alias_snapshot_seconds` set (the operator sets a fifth of TUNELOOP_POLL_SECONDS), `lookup_model` of an
+alias reads one listing of the registry's aliases (`registered-models/search`, every model's aliases in
+pages of 1,000) shared by every deployment for that long, instead of a GET per deployment per look, and
+the version's details from its own earlier answer (kept `version_cache_seconds`, the operator's
+TUNELOOP_MAX_POLL_SECONDS). An alias move is then seen within that many seconds more; an alias the
+operator moves itself is seen at once (`forget`). A registry of more than `snapshot_pages` pages, a
+model or alias the listing lacks, a version not yet read and a refused listing all take the per-model
+path below.
+
 Authentication and TLS follow the mlflow client's environment variables: MLFLOW_TRACKING_TOKEN
 (bearer), MLFLOW_TRACKING_USERNAME/PASSWORD (basic), MLFLOW_TRACKING_INSECURE_TLS,
 MLFLOW_TRACKING_SERVER_CERT_PATH, MLFLOW_TRACKING_CLIENT_CERT_PATH. They are read when the
@@ -27,6 +36,8 @@ import base64
 import json
 import os
 import ssl
+import time
+from dataclasses import replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -65,11 +76,19 @@ class MlflowRest:
     """`get_alias` / `lookup_model` over MLflow's REST API, with a timeout per request and a few retries of
     connection failures and 5xx/429 answers (as the mlflow client retries, but bounded in seconds)."""
 
-    def __init__(self, timeout_seconds: float = 10.0, retries: int = 2) -> None:
+    def __init__(self, timeout_seconds: float = 10.0, retries: int = 2, alias_snapshot_seconds: float = 0.0,
+                 version_cache_seconds: float = 0.0, snapshot_pages: int = 5, page_size: int = SEARCH_PAGE) -> None:
         self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)
         self._retries = retries
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._snapshot_seconds, self._version_seconds = alias_snapshot_seconds, version_cache_seconds
+        self._snapshot_pages, self._page_size = snapshot_pages, page_size
+        # tracking URI → (when taken, model → alias → version, or None: too many models to list)
+        self._snapshots: dict[str, tuple[float, dict[str, dict[str, str]] | None]] = {}
+        self._listing: dict[str, asyncio.Future[dict[str, dict[str, str]] | None]] = {}
+        # (tracking URI, model, version) → (when read, its details)
+        self._versions: dict[tuple[str, str, str], tuple[float, VersionInfo]] = {}
 
     @staticmethod
     def handles(tracking_uri: str) -> bool:
@@ -157,13 +176,73 @@ class MlflowRest:
     async def get_alias(self, tracking_uri: str, model: str, alias: str) -> VersionInfo | None:
         return await self._alias_or_none(tracking_uri, model, alias, f"read alias {alias!r} of {model!r}")
 
+    async def registered_aliases(self, tracking_uri: str) -> dict[str, dict[str, str]] | None:
+        """Every registered model's aliases (model → alias → version) from one listing of the registry; None
+        when it holds more than `snapshot_pages` pages of models."""
+        out: dict[str, dict[str, str]] = {}
+        token: str | None = None
+        for _ in range(self._snapshot_pages):
+            params = {"max_results": str(self._page_size)}
+            if token:
+                params["page_token"] = token
+            page = await self._get(tracking_uri, "/registered-models/search", params, "list registered models")
+            for rm in page.get("registered_models") or ():
+                out[str(rm.get("name", ""))] = {str(a["alias"]): str(a["version"]) for a in rm.get("aliases") or ()}
+            token = page.get("next_page_token")
+            if not token:
+                return out
+        return None
+
+    def forget(self, tracking_uri: str) -> None:
+        """Drop the alias listing of this server (the operator just moved an alias there)."""
+        self._snapshots.pop(tracking_uri, None)
+
+    async def _aliases_snapshot(self, tracking_uri: str) -> dict[str, dict[str, str]] | None:
+        """The registry's aliases as listed at most `alias_snapshot_seconds` ago; one listing in flight per
+        server, shared by every caller. None: not listable (too large, or the listing was refused)."""
+        held = self._snapshots.get(tracking_uri)
+        if held is not None and time.monotonic() - held[0] < self._snapshot_seconds:
+            return held[1]
+        listing = self._listing.get(tracking_uri)
+        if listing is None or listing.get_loop() is not asyncio.get_running_loop():
+            listing = asyncio.ensure_future(self._take_snapshot(tracking_uri))
+            self._listing[tracking_uri] = listing
+            listing.add_done_callback(lambda done: self._listing.pop(tracking_uri, None)
+                                      if self._listing.get(tracking_uri) is done else None)
+        return await asyncio.shield(listing)
+
+    async def _take_snapshot(self, tracking_uri: str) -> dict[str, dict[str, str]] | None:
+        taken = time.monotonic()
+        try:
+            aliases = await self.registered_aliases(tracking_uri)
+        except Rejected:
+            aliases = None  # e.g. not allowed to search: ask per model (a server that is down still raises)
+        self._snapshots[tracking_uri] = (taken, aliases)
+        return aliases
+
+    async def _from_snapshot(self, tracking_uri: str, model: str, alias: str) -> ModelLookup | None:
+        """The alias's version from the shared listing, with its details from an earlier answer; None when
+        either is missing (then one GET answers, and says what exists when nothing does)."""
+        snapshot = await self._aliases_snapshot(tracking_uri)
+        held = (snapshot or {}).get(model) or {}
+        version = held.get(alias)
+        known = self._versions.get((tracking_uri, model, version)) if version is not None else None
+        if version is None or known is None or time.monotonic() - known[0] >= self._version_seconds:
+            return None
+        aliases = tuple(a for a, v in held.items() if v == version)
+        return ModelLookup(replace(known[1], aliases=aliases), aliases=dict.fromkeys(aliases, version))
+
     async def lookup_model(self, tracking_uri: str, model: str, alias: str | None, version: str | None
                            ) -> ModelLookup:
-        """As `MlflowRegistry.lookup_model`: one request when the alias resolves; a miss lists the rest."""
+        """As `MlflowRegistry.lookup_model`: one request when the alias resolves (none while the shared alias
+        listing and an earlier answer say it all); a miss lists the rest."""
         what = f"look up {f'alias {alias!r}' if alias is not None else f'version {version}'} of {model!r}"
         if alias is not None:
+            if self._snapshot_seconds > 0 and (known := await self._from_snapshot(tracking_uri, model, alias)):
+                return known
             held = await self._alias_or_none(tracking_uri, model, alias, what)
             if held is not None:
+                self._versions[(tracking_uri, model, held.version)] = (time.monotonic(), held)
                 return ModelLookup(held, aliases=dict.fromkeys(held.aliases or (alias,), held.version))
         try:
             registered = (await self._get(tracking_uri, "/registered-models/get", {"name": model}, what)
