@@ -52,6 +52,7 @@ NOT_FOUND_CODES = frozenset({"RESOURCE_DOES_NOT_EXIST", "NOT_FOUND"})
 REFUSED_CODES = frozenset({"INVALID_PARAMETER_VALUE", "PERMISSION_DENIED", "UNAUTHENTICATED", "BAD_REQUEST"})
 API = "/api/2.0/mlflow"
 SEARCH_PAGE = 1000
+VERSIONS_KEPT = 4096  # version details kept for the alias listing before expired ones are dropped
 
 
 class _NotFound(Exception):
@@ -232,6 +233,12 @@ class MlflowRest:
         aliases = tuple(a for a, v in held.items() if v == version)
         return ModelLookup(replace(known[1], aliases=aliases), aliases=dict.fromkeys(aliases, version))
 
+    def _remember(self, tracking_uri: str, model: str, held: VersionInfo) -> None:
+        now = time.monotonic()
+        if len(self._versions) >= VERSIONS_KEPT:  # versions no deployment has asked for lately
+            self._versions = {k: v for k, v in self._versions.items() if now - v[0] < self._version_seconds}
+        self._versions[(tracking_uri, model, held.version)] = (now, held)
+
     async def lookup_model(self, tracking_uri: str, model: str, alias: str | None, version: str | None
                            ) -> ModelLookup:
         """As `MlflowRegistry.lookup_model`: one request when the alias resolves (none while the shared alias
@@ -242,7 +249,7 @@ class MlflowRest:
                 return known
             held = await self._alias_or_none(tracking_uri, model, alias, what)
             if held is not None:
-                self._versions[(tracking_uri, model, held.version)] = (time.monotonic(), held)
+                self._remember(tracking_uri, model, held)
                 return ModelLookup(held, aliases=dict.fromkeys(held.aliases or (alias,), held.version))
         try:
             registered = (await self._get(tracking_uri, "/registered-models/get", {"name": model}, what)
