@@ -46,14 +46,16 @@ class Request:
         return (self.group, self.resource, self.verb)
 
 
-def audit(control_plane, user: str, since: int = 0) -> list[Request]:
+def audit(control_plane, user: str, since: int = 0, stage: str = "ResponseComplete") -> list[Request]:
+    """The user's requests from `since` (a byte offset) at `stage`: ResponseComplete for what has been
+    answered; ResponseStarted for a watch, which has no ResponseComplete while it stays open."""
     out = []
     with open(control_plane.audit_log, "rb") as f:
         f.seek(since)
         for line in f:
             event = json.loads(line)
             ref = event.get("objectRef")
-            if event["user"]["username"] != user or ref is None or event.get("stage") != "ResponseComplete":
+            if event["user"]["username"] != user or ref is None or event.get("stage") != stage:
                 continue
             resource = ref.get("resource", "") + (f"/{ref['subresource']}" if ref.get("subresource") else "")
             out.append(Request(event["verb"], ref.get("apiGroup", ""), resource, ref.get("namespace", ""),

@@ -183,17 +183,9 @@ def ensure_rayservice_crd(control_plane) -> None:
 
 
 def watches_started(control_plane) -> set[Call]:
-    """The watches the chart's ServiceAccount opened, granted (audit() reads completed requests; a watch
-    still open has only its ResponseStarted entry)."""
-    out = set()
-    with open(control_plane.audit_log, "rb") as f:
-        for line in f:
-            event = json.loads(line)
-            ref = event.get("objectRef") or {}
-            if (event["user"]["username"] == SA_USER and event["verb"] == "watch"
-                    and event.get("responseStatus", {}).get("code") == 200):
-                out.add((ref.get("apiGroup", ""), ref.get("resource", ""), "watch"))
-    return out
+    """The watches the chart's ServiceAccount opened, granted."""
+    started = audit(control_plane, SA_USER, stage="ResponseStarted")
+    return {r.call for r in started if r.verb == "watch" and r.code == 200}
 
 
 def register_champion(tracking_uri: str, model: str) -> None:

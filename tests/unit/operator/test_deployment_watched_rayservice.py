@@ -79,6 +79,16 @@ def world() -> tuple[DeploymentReconciler, Kube]:
     return reconciler, kube
 
 
+def kuberay_running(kube: Kube) -> dict[str, Any]:
+    """Our RayService as KubeRay reports it once our application runs: Ready, RUNNING, generation observed."""
+    running = copy.deepcopy(kube.rayservice)
+    assert running is not None
+    running["metadata"]["generation"] = 1
+    running["status"] = {"observedGeneration": 1, "conditions": [{"type": "Ready", "status": "True"}],
+                         "activeServiceStatus": {"applicationStatuses": {f"{NS}.{NAME}": {"status": "RUNNING"}}}}
+    return running
+
+
 @pytest.mark.parametrize(("case", "watched", "given_body", "gets", "applies"), [
     ("quiet look, the watch has it: no GET, and no re-apply of what it shows", True, True, 0, 0),
     ("quiet look, the watch has not seen it: GET", False, True, 1, 0),
@@ -100,11 +110,7 @@ def test_what_the_watch_shows_is_what_the_quiet_look_decides_on() -> None:
     Ready with our application RUNNING, so the look says Serving; the apiserver's copy (no status) would
     have kept it Deploying."""
     reconciler, kube = world()
-    running = copy.deepcopy(kube.rayservice)
-    assert running is not None
-    running["metadata"]["generation"] = 1
-    running["status"] = {"observedGeneration": 1, "conditions": [{"type": "Ready", "status": "True"}],
-                         "activeServiceStatus": {"applicationStatuses": {f"{NS}.{NAME}": {"status": "RUNNING"}}}}
+    running = kuberay_running(kube)
     reconciler.saw_rayservice(NS, NAME, running)
     asyncio.run(reconciler.reconcile(NS, NAME))  # a GET: KubeRay has written nothing there
     assert kube.md["status"]["phase"] == "Deploying"
@@ -142,11 +148,7 @@ def test_the_watch_handler_before_start_up_finished_does_nothing() -> None:
 def serving_world(monkeypatch: pytest.MonkeyPatch) -> tuple[DeploymentReconciler, Kube, list[int]]:
     """A RayService-mode deployment Serving v1, its RayService on the watch; counts decide_deployment calls."""
     reconciler, kube = world()
-    running = copy.deepcopy(kube.rayservice)
-    assert running is not None
-    running["metadata"]["generation"] = 1
-    running["status"] = {"observedGeneration": 1, "conditions": [{"type": "Ready", "status": "True"}],
-                         "activeServiceStatus": {"applicationStatuses": {f"{NS}.{NAME}": {"status": "RUNNING"}}}}
+    running = kuberay_running(kube)
     kube.rayservice = running  # the apiserver and the watch agree
     reconciler.saw_rayservice(NS, NAME, copy.deepcopy(running))
     asyncio.run(reconciler.reconcile(NS, NAME))

@@ -62,21 +62,16 @@ async def reconcile_daemon(stopped: kopf.DaemonStopped, name: str, namespace: st
             await asyncio.wait_for(wake.wait(), timeout=delay)
             woken = True
         quiet = deploying.next_look_is_quiet(delay, woken, reconciler.settings.poll_seconds)
-        look = quiet_look(body) if quiet else None
-
-
-def quiet_look(body: kopf.Body) -> dict[str, Any]:
-    """This look's view of the object: kopf's watch-fed body, as an informer's cache, instead of a GET per
-    look (`make bench-operator --idle`: the GET was ~30% of a Serving deployment's look, #11). kopf replaces
-    the body whole on each event, never in place, so a shallow copy is a consistent snapshot, and nothing
-    here writes into it. Stale is safe: status writes are conditional on its resourceVersion (a lost
-    write is looked at again within a second, with a GET), and a poll interval is far longer than the
-    watch's lag."""
-    return snapshot(body)
+        look = snapshot(body) if quiet else None
 
 
 def snapshot(body: kopf.Body) -> dict[str, Any]:
-    """A shallow copy of a watch-fed body without managedFields (see quiet_look)."""
+    """A watch-fed body as an informer's cache holds it, without managedFields: a quiet look's view of its
+    ModelDeployment (instead of a GET per look: `make bench-operator --idle`, the GET was ~30% of a Serving
+    deployment's look, #11) and of its RayService. kopf replaces the body whole on each event, never in
+    place, so a shallow copy is a consistent snapshot, and nothing here writes into it. Stale is safe: status
+    writes are conditional on its resourceVersion (a lost write is looked at again within a second, with a
+    GET), and a poll interval is far longer than the watch's lag."""
     raw = dict(body)
     raw["metadata"] = {k: v for k, v in dict(raw.get("metadata") or {}).items() if k != "managedFields"}
     return raw
