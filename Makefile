@@ -20,12 +20,22 @@ export KUBE_VERSION
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
 
-setup: $(VENV)/.installed ## Create .venv and install tuneloop with its dev tools (idempotent)
+setup: $(VENV)/.installed $(VENV)/.compiled ## Create .venv and install tuneloop with its dev tools (idempotent)
 
+# Bytecode is compiled at install: where PYTHONDONTWRITEBYTECODE is set (as on our machines) nothing else
+# writes it, and every process — the operator, each Ray job driver and Train worker, each test's helper —
+# would compile torch, transformers, peft and ray from source again on import (torch + transformers + peft
+# took 17.9 s to import instead of 6.4 s). uv compiles what it installs; compileall catches a venv made
+# before this rule (third-party files that are not valid Python 3 fail to compile, and are left as they are).
 $(VENV)/.installed: pyproject.toml constraints.txt
 	@$(PYTHON) -m uv --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet --disable-pip-version-check uv
 	$(PYTHON) -m uv venv --allow-existing --python $(PYTHON) $(VENV)
-	$(PYTHON) -m uv pip install --python $(PY) -e '.[dev]' -c constraints.txt
+	$(PYTHON) -m uv pip install --python $(PY) --compile-bytecode -e '.[dev]' -c constraints.txt
+	@touch $@
+
+$(VENV)/.compiled: $(VENV)/.installed
+	@echo "compiling the venv's bytecode once"
+	@$(PY) -m compileall -q -j 0 $$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])') >/dev/null 2>&1 || true
 	@touch $@
 
 # demo and test install their prerequisites side by side (a sub-make with -j): on a cold machine the venv
