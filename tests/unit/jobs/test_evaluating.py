@@ -26,13 +26,6 @@ def test_length_batches(lengths, extra, budget, rows, expected) -> None:
     assert evaluating.length_batches(lengths, extra, budget, rows) == expected
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tuneloop.devenv import tinymodel
-
-    return tinymodel.build_model(tmp_path_factory.mktemp("tiny-llama"), hidden_size=32, layers=2, heads=2)
-
-
 # Prompts of very different lengths, so batches need padding, in an order that is not the length order.
 QUESTIONS = ["invoice 7 from ACME GmbH, total 12.50 EUR, due 2026-01-31, ref " + "x" * 40, "invoice 1",
              "total 3.00", "vendor Globex, invoice 99, " * 3, "invoice 12 total 8.00 USD"]
@@ -49,7 +42,7 @@ def test_batched_generation_answers_each_prompt_as_alone(tiny: Path) -> None:
     tokenizer = modeling.load_tokenizer(tiny)
     texts = [prompts.render_prompt(q) for q in QUESTIONS]
     alone = [evaluating.generate(model, tokenizer, [t], 12, torch.device("cpu"))[0] for t in texts]
-    # A budget that splits the five prompts into batches of two and three, and one that takes them all.
+    # A budget that splits the five prompts into batches of three and two, and one that takes them all.
     for budget in (2 * (max(len(tokenizer(t)["input_ids"]) for t in texts) + 12), 10_000):
         assert evaluating.generate(model, tokenizer, texts, 12, torch.device("cpu"), budget) == alone
     assert len(set(alone)) > 1  # different prompts, different answers: the order is really checked

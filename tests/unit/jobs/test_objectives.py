@@ -103,13 +103,6 @@ def test_preference_scores(margins, accuracy, margin) -> None:
 # --- on a tiny Llama --------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tuneloop.devenv import tinymodel
-
-    return tinymodel.build_model(tmp_path_factory.mktemp("tiny-llama"), hidden_size=32, layers=2, heads=2)
-
-
 def _lora(model_dir: Path, seed: int = 0):
     from tuneloop.jobs import modeling
 
