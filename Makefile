@@ -25,7 +25,7 @@ setup: $(VENV)/.installed $(VENV)/.compiled ## Create .venv and install tuneloop
 # Bytecode is compiled at install: where PYTHONDONTWRITEBYTECODE is set (as on our machines) nothing else
 # writes it, and every process — the operator, each Ray job driver and Train worker, each test's helper —
 # would compile torch, transformers, peft and ray from source again on import (torch + transformers + peft
-# took 17.9 s to import instead of 6.4 s). uv compiles what it installs; compileall catches a venv made
+# took 17.9 s to import instead of 6.4 s). uv compiles what it installs; compileall catches, once, a venv made
 # before this rule (third-party files that are not valid Python 3 fail to compile, and are left as they are).
 $(VENV)/.installed: pyproject.toml constraints.txt
 	@$(PYTHON) -m uv --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet --disable-pip-version-check uv
@@ -33,7 +33,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m uv pip install --python $(PY) --compile-bytecode -e '.[dev]' -c constraints.txt
 	@touch $@
 
-$(VENV)/.compiled: $(VENV)/.installed
+$(VENV)/.compiled: | $(VENV)/.installed
 	@echo "compiling the venv's bytecode once"
 	@$(PY) -m compileall -q -j 0 $$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])') >/dev/null 2>&1 || true
 	@touch $@
