@@ -4,6 +4,7 @@ the served version's run, and a check's HTML report and summary land on a run of
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,13 +14,18 @@ from tuneloop.monitoring import checking, reference, reporting, summary
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     """A sqlite tracking store holding one training run with a held-out set and a registered version."""
     import mlflow
     from mlflow import MlflowClient
 
     root = tmp_path_factory.mktemp("mlflow")
     uri = f"sqlite:///{root}/mlflow.db"
+    # A bare sqlite store has no default artifact root: the experiments the checks create put their
+    # artifacts under ./mlruns of the directory the store was first opened in — the repo's root, unless
+    # it is opened here.
+    patch = pytest.MonkeyPatch()
+    patch.chdir(root)
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     experiment = client.create_experiment("train", artifact_location=f"file://{root}/artifacts")
     run = client.create_run(experiment)
@@ -32,7 +38,10 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
     client.create_registered_model("invoices")
     client.create_model_version("invoices", f"runs:/{run.info.run_id}/model", run_id=run.info.run_id)
     assert mlflow.get_tracking_uri()  # the module works without a process-wide tracking URI set
-    return uri, run.info.run_id
+    try:
+        yield uri, run.info.run_id
+    finally:
+        patch.undo()
 
 
 def test_the_reference_is_the_served_versions_held_out_set(store: tuple[str, str]) -> None:
