@@ -9,7 +9,9 @@ land on the FineTune as an annotation (its spec untouched), followed to the end 
 - scripted checks (tests/api/scripted_check.py: the answer is a file the test writes): the request starts
   run 2 of the FineTune; the operator killed and restarted during that run requests no second run; the
   run's end is recorded; then flapping traffic is refused by the cooldown — one retrain per cooldown;
-- Manual approval: the request waits (PendingApproval) until the deployment carries the approve annotation.
+- Manual approval: the request waits (PendingApproval) until the deployment carries the approve annotation;
+- minFeedbackExamples: breaching windows with too few labelled examples hold the retrain (AwaitingFeedback),
+  and the first window that holds enough asks, with that window's examples.
 """
 
 from __future__ import annotations
@@ -135,6 +137,12 @@ def script(folder: Path, ns: str, name: str, answer: dict[str, Any]) -> None:
     tmp.replace(path)  # the operator never reads half a file
 
 
+def scarce_window(folder: Path, examples: int) -> dict[str, Any]:
+    """A breaching check whose window's labelled feedback came to `examples` new training examples."""
+    return {**DRIFTED, "feedback": {"uri": f"file://{folder}/feedback-{examples}.jsonl", "hash": f"{examples:064x}",
+                                    "examples": examples, "labelled": examples}}
+
+
 def rayjobs_of_run(cluster: Cluster, ft: dict[str, Any], run: int) -> list[str]:
     wanted = {naming.rayjob_name(ft["metadata"]["name"], ft["metadata"]["uid"], run, a) for a in (1, 2, 3)}
     return sorted(r["metadata"]["name"] for r in cluster.rayjobs() if r["metadata"]["name"] in wanted)
@@ -160,13 +168,15 @@ def test_monitor_checks_request_guarded_retrains_that_survive_a_restart(
     try:
         script(scripts, ns, "loop", HEALTHY)
         script(scripts, ns, "manual", DRIFTED)
+        script(scripts, ns, "scarce", scarce_window(tmp_path, 3))
         ft = cluster.create(finetune("ft", uri, model=f"m-{ns}"))
-        for name in ("ft-real", "ft-manual", "ft-down"):
+        for name in ("ft-real", "ft-manual", "ft-down", "ft-scarce"):
             cluster.create(finetune(name, uri, model=f"m-{ns}-{name}", suspend=True))
         mds.create(deployment("loop", uri, "ft", reference, f"file://{log_root}"))
         mds.create(deployment("real", uri, "ft-real", reference, f"file://{log_root}"))
         mds.create(deployment("down", closed, "ft-down", reference, f"file://{log_root}"))
         mds.create(deployment("manual", uri, "ft-manual", reference, f"file://{log_root}", approval="Manual"))
+        mds.create(deployment("scarce", uri, "ft-scarce", reference, f"file://{log_root}", minFeedbackExamples=10))
         op.start()
 
         # run 1 of the FineTune the loop retrains; meanwhile its traffic is fine
@@ -245,6 +255,18 @@ def test_monitor_checks_request_guarded_retrains_that_survive_a_restart(
                  "the approved request on the FineTune")
         st = mds.status("manual")
         assert st["retrainHistory"][0]["state"] == "Requested" and st["lastMonitor"]["time"] == last_check
+
+        # breaching on 3 labelled examples, under minFeedbackExamples 10: held, the streak still counting
+        st = mds.wait("scarce", lambda s: cond(s, "Retraining").get("reason") == "AwaitingFeedback", "feedback")
+        assert st["consecutiveBreaches"] >= 2 and not st.get("retrainHistory")
+        assert "holds 3 labelled feedback examples" in cond(st, "Retraining")["message"]
+        assert "AwaitingFeedback" in mds.event_reasons("scarce") and retrain_annotation(cluster, "ft-scarce") is None
+        # the first window holding enough asks, and the retrain gets that window's examples
+        script(scripts, ns, "scarce", scarce_window(tmp_path, 12))
+        st = mds.wait("scarce", lambda s: s.get("retrainInFlight"), "the request once a window holds enough")
+        assert st["retrainHistory"][0]["addedData"]["examples"] == 12
+        wait_for(lambda: retrain_annotation(cluster, "ft-scarce") == st["retrainInFlight"] or None, 30,
+                 "the request on the FineTune")
 
         assert "monitor crashed" not in op.tail(lines=100000)
     except BaseException:

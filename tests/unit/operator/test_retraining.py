@@ -1,5 +1,5 @@
-"""decide_retrain as a table: breaches in a row, in flight, cooldown, daily cap, GPU-hour budget and
-Manual approval, each guard with the case just inside and just outside it."""
+"""decide_retrain as a table: breaches in a row, in flight, cooldown, daily cap, GPU-hour budget, the
+breaching window's feedback and Manual approval, each guard with the case just inside and just outside it."""
 
 from __future__ import annotations
 
@@ -57,6 +57,20 @@ CASES = {
                                               r.REQUEST_REASON),
     "no budget set": (replace(BASE, spec=SPEC.model_copy(update={"max_gpu_hours_per_day": None, "max_per_day": 5}),
                               history=[rec("a", 7, gpu_hours=100)]), "request", r.REQUEST_REASON),
+    "too little feedback in the breaching window": (
+        replace(BASE, spec=SPEC.model_copy(update={"min_feedback_examples": 100}), feedback_examples=99), "skip",
+        r.SKIP_AWAITING_FEEDBACK),
+    "just enough feedback": (replace(BASE, spec=SPEC.model_copy(update={"min_feedback_examples": 100}),
+                                     feedback_examples=100), "request", r.REQUEST_REASON),
+    "no minimum: a window without feedback still retrains": (replace(BASE, feedback_examples=0), "request",
+                                                              r.REQUEST_REASON),
+    "a retrain in flight is named before the feedback": (
+        replace(BASE, spec=SPEC.model_copy(update={"min_feedback_examples": 100}), in_flight="retrain-1"), "skip",
+        r.SKIP_IN_FLIGHT),
+    "Manual: nobody is asked to approve a retrain without enough feedback": (
+        replace(manual(feedback_examples=10), spec=SPEC.model_copy(update={"approval": "Manual",
+                                                                          "min_feedback_examples": 100})),
+        "skip", r.SKIP_AWAITING_FEEDBACK),
     "Manual, nothing pending: ask": (manual(), "await_approval", r.AWAITING_APPROVAL),
     "Manual, pending, not approved: keep asking": (manual(history=[rec("p1", 1, "PendingApproval")]),
                                                    "await_approval", r.AWAITING_APPROVAL),
@@ -99,6 +113,9 @@ def test_skips_say_when_and_why() -> None:
     d = r.decide_retrain(replace(BASE, spec=SPEC.model_copy(update={"max_per_day": 5}),
                                  history=[rec("a", 20, gpu_hours=4.0)]), NOW)
     assert "4.00 GPU-hours" in d.message and "maxGpuHoursPerDay is 4" in d.message
+    d = r.decide_retrain(replace(BASE, spec=SPEC.model_copy(update={"min_feedback_examples": 120}),
+                                 feedback_examples=75), NOW)
+    assert "holds 75 labelled feedback examples" in d.message and "minFeedbackExamples is 120" in d.message
 
 
 def test_request_ids_are_unique_per_request() -> None:

@@ -271,6 +271,12 @@ class RetrainingSpec(ApiModel):
         default="Auto",
         description="Manual holds a request until the annotation tuneloop.io/approve-retrain=<request id>.",
     )
+    min_feedback_examples: int = Field(
+        default=0, ge=0, le=1_000_000,
+        description="Hold a retrain until the breaching window holds at least this many labelled feedback examples "
+        "(what the retrain adds to its dataset; a retrain on a handful cannot learn the new traffic). The breach "
+        "streak keeps counting meanwhile. 0: no minimum.",
+    )
 
 
 class ModelDeploymentSpec(ApiModel):

@@ -350,18 +350,20 @@ class MonitorReconciler:
         ft_status = FineTuneStatus.model_validate((ft or {}).get("status") or {})
         running = ft is not None and ft_status.phase in RUNNING_PHASES
         trigger = self.trigger_text(spec, st, answer)
+        window = st.last_monitor.feedback if st.last_monitor is not None else None  # the breaching window's
         decision = retraining.decide_retrain(retraining.RetrainInput(
             spec=spec.retraining, breaches_required=spec.monitoring.quality.consecutive_breaches,
             consecutive_breaches=st.consecutive_breaches, history=st.retrain_history, in_flight=st.retrain_in_flight,
             fine_tune_running=running, approval=(meta.get("annotations") or {}).get(
-                constants.ANNOTATION_APPROVE_RETRAIN), trigger=trigger, namespace=namespace, name=name), now)
+                constants.ANNOTATION_APPROVE_RETRAIN), trigger=trigger, namespace=namespace, name=name,
+            feedback_examples=window.examples if window is not None else 0), now)
         if decision.action == "skip" and decision.reason == retraining.SKIP_NOT_ENOUGH_BREACHES:
             return  # the QualityDegraded message counts the breaches
         if decision.action == "request":
             assert decision.request_id is not None
             rid = decision.request_id
             rec = next((r for r in st.retrain_history if r.id == rid), None)
-            added = st.last_monitor.feedback if st.last_monitor is not None else None  # the breaching window's
+            added = window
             if rec is None:
                 rec = RetrainRecord(id=rid, state="Requested", reason=trigger, requested_at=now, fine_tune=ft_name,
                                     added_data=added)

@@ -6,7 +6,10 @@ Guards, in the order they are checked (the first that holds names the skip):
 3. the cooldown since the last request has passed;
 4. fewer than `maxPerDay` requests in the last 24 h;
 5. the GPU-hours of the last 24 h's retrains are under `maxGpuHoursPerDay`;
-6. approval: `Auto`, or `Manual` and the deployment carries
+6. the breaching window holds at least `minFeedbackExamples` labelled feedback examples — what the retrain adds
+   to its data. How many a window holds when the streak completes depends on how fast traffic and labels
+   arrive, not only on the checks: on a slow day three checks in a row can breach on a few dozen;
+7. approval: `Auto`, or `Manual` and the deployment carries
    `tuneloop.io/approve-retrain=<request id>` for the pending request.
 Approval comes last so nobody is asked to approve a request a guard would refuse anyway.
 
@@ -38,6 +41,7 @@ SKIP_IN_FLIGHT = "RetrainInFlight"
 SKIP_COOLDOWN = "Cooldown"
 SKIP_DAILY_LIMIT = "DailyLimitReached"
 SKIP_BUDGET = "GpuBudgetSpent"
+SKIP_AWAITING_FEEDBACK = "AwaitingFeedback"
 AWAITING_APPROVAL = "AwaitingApproval"
 REQUEST_REASON = "QualityBreach"
 
@@ -54,6 +58,7 @@ class RetrainInput:
     fine_tune_running: bool  # the FineTune has a run going (launched by this deployment or by Git)
     approval: str | None  # the deployment's tuneloop.io/approve-retrain annotation value
     trigger: str  # what breached, e.g. "exact_match 0.31 < 0.50 for 3 checks; drift share 0.60"
+    feedback_examples: int = 0  # the breaching window's labelled feedback as new training examples
     namespace: str = "default"
     name: str = "<name>"
 
@@ -116,6 +121,11 @@ def decide_retrain(inp: RetrainInput, now: datetime) -> RetrainDecision:
             return RetrainDecision("skip", SKIP_BUDGET,
                                    f"retrains used {used:.2f} GPU-hours in the last 24 h; "
                                    f"spec.retraining.maxGpuHoursPerDay is {spec.max_gpu_hours_per_day:g}")
+
+    if inp.feedback_examples < spec.min_feedback_examples:
+        return RetrainDecision("skip", SKIP_AWAITING_FEEDBACK,
+                               f"the breaching window holds {inp.feedback_examples} labelled feedback examples for the "
+                               f"retrain; spec.retraining.minFeedbackExamples is {spec.min_feedback_examples}")
 
     if spec.approval == "Manual":
         pending = next((r for r in reversed(inp.history) if r.state == "PendingApproval"), None)
