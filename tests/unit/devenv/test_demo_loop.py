@@ -69,3 +69,28 @@ def test_the_drifted_layout_is_new_and_keeps_the_values_verbatim() -> None:
         fields = json.loads(r["completion"])
         assert all(str(v) in r["prompt"] for v in fields.values())
     assert tinymodel.drifted_invoice_examples(5, seed=3) == drifted[:5]
+
+
+MONITOR_LINES = {
+    "no check yet": ({}, "monitor: no check yet"),
+    "a quiet check": ({"lastMonitor": {"samples": 40, "driftShare": 0.2, "quality": 0.93}},
+                      "monitor: 40 requests in the window, drift share 0.20, field_f1 0.930, breaches 0"),
+    "a retrain asked": ({"lastMonitor": {"samples": 99}, "consecutiveBreaches": 3, "retrainInFlight": "retrain-1"},
+                        "monitor: 99 requests in the window, drift share -, field_f1 -, breaches 3, "
+                        "retrain retrain-1 requested"),
+    "a retrain held for feedback": (
+        {"lastMonitor": {"samples": 120, "driftShare": 0.4, "quality": 0.53, "feedback": {"examples": 75}},
+         "consecutiveBreaches": 4, "conditions": [{"type": "Retraining", "status": "False",
+                                                   "reason": "AwaitingFeedback"}]},
+        "monitor: 120 requests in the window, drift share 0.40, field_f1 0.530, breaches 4, "
+        "retrain waits for labelled feedback (75 examples in the window)"),
+    "another skip is not named here": (
+        {"lastMonitor": {"samples": 120}, "conditions": [{"type": "Retraining", "reason": "Cooldown"}]},
+        "monitor: 120 requests in the window, drift share -, field_f1 -, breaches 0"),
+}
+
+
+@pytest.mark.parametrize("case", MONITOR_LINES)
+def test_monitor_line(case: str) -> None:
+    status, line = MONITOR_LINES[case]
+    assert loop.monitor_line(status) == line

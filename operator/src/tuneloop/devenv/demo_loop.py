@@ -149,4 +149,9 @@ def monitor_line(status: Mapping[str, Any]) -> str:
              f"breaches {status.get('consecutiveBreaches', 0)}"]
     if status.get("retrainInFlight"):
         parts.append(f"retrain {status['retrainInFlight']} requested")
+    else:
+        held = next((x for x in status.get("conditions") or [] if x.get("type") == "Retraining"), {})
+        if held.get("reason") == "AwaitingFeedback":  # spec.retraining.minFeedbackExamples not reached yet
+            examples = (last.get("feedback") or {}).get("examples", 0)
+            parts.append(f"retrain waits for labelled feedback ({examples} examples in the window)")
     return ", ".join(parts)
