@@ -24,24 +24,21 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]
     # A bare sqlite store has no default artifact root: the experiments the checks create put their
     # artifacts under ./mlruns of the directory the store was first opened in — the repo's root, unless
     # it is opened here.
-    patch = pytest.MonkeyPatch()
-    patch.chdir(root)
-    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-    experiment = client.create_experiment("train", artifact_location=f"file://{root}/artifacts")
-    run = client.create_run(experiment)
-    held_out = root / "held_out.jsonl"
-    with held_out.open("w") as f:
-        for i, row in enumerate(traffic.rows(120, seed=1)):
-            f.write(json.dumps({"key": f"k{i}", **row}) + "\n")
-    client.log_artifact(run.info.run_id, str(held_out), artifact_path="dataset")
-    client.set_terminated(run.info.run_id)
-    client.create_registered_model("invoices")
-    client.create_model_version("invoices", f"runs:/{run.info.run_id}/model", run_id=run.info.run_id)
-    assert mlflow.get_tracking_uri()  # the module works without a process-wide tracking URI set
-    try:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)
+        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        experiment = client.create_experiment("train", artifact_location=f"file://{root}/artifacts")
+        run = client.create_run(experiment)
+        held_out = root / "held_out.jsonl"
+        with held_out.open("w") as f:
+            for i, row in enumerate(traffic.rows(120, seed=1)):
+                f.write(json.dumps({"key": f"k{i}", **row}) + "\n")
+        client.log_artifact(run.info.run_id, str(held_out), artifact_path="dataset")
+        client.set_terminated(run.info.run_id)
+        client.create_registered_model("invoices")
+        client.create_model_version("invoices", f"runs:/{run.info.run_id}/model", run_id=run.info.run_id)
+        assert mlflow.get_tracking_uri()  # the module works without a process-wide tracking URI set
         yield uri, run.info.run_id
-    finally:
-        patch.undo()
 
 
 def test_the_reference_is_the_served_versions_held_out_set(store: tuple[str, str]) -> None:

@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from tuneloop.devenv.demo_progress import condition
 from tuneloop.jobs import metrics
 
 LABEL_EVERY = 4  # of every 4 requests, 3 get the truth as feedback: "labelled feedback for part of it"
@@ -149,9 +150,7 @@ def monitor_line(status: Mapping[str, Any]) -> str:
              f"breaches {status.get('consecutiveBreaches', 0)}"]
     if status.get("retrainInFlight"):
         parts.append(f"retrain {status['retrainInFlight']} requested")
-    else:
-        held = next((x for x in status.get("conditions") or [] if x.get("type") == "Retraining"), {})
-        if held.get("reason") == "AwaitingFeedback":  # spec.retraining.minFeedbackExamples not reached yet
-            examples = (last.get("feedback") or {}).get("examples", 0)
-            parts.append(f"retrain waits for labelled feedback ({examples} examples in the window)")
+    elif condition(status, "Retraining").get("reason") == "AwaitingFeedback":  # under minFeedbackExamples
+        examples = (last.get("feedback") or {}).get("examples", 0)
+        parts.append(f"retrain waits for labelled feedback ({examples} examples in the window)")
     return ", ".join(parts)

@@ -44,10 +44,7 @@ class Observation:
 
     @property
     def ready(self) -> Mapping[str, Any]:
-        for c in self.status.get("conditions") or []:
-            if c.get("type") == "Ready":
-                return c
-        return {}
+        return ready_condition(self.status)
 
 
 def stage_of(obs: Observation) -> str:
@@ -108,7 +105,7 @@ def summarize(status: Mapping[str, Any], timeline: Timeline | None = None) -> di
     promotion = status.get("promotion") or {}
     cost = status.get("cost") or {}
     dataset = status.get("dataset") or {}
-    promoted_condition = next((c for c in status.get("conditions") or [] if c.get("type") == "Promoted"), {})
+    promoted_condition = condition(status, "Promoted")
     metrics = dict(status.get("metrics") or {})
     baseline = dict(status.get("baselineMetrics") or {})
     return {
@@ -154,8 +151,13 @@ def to_json(summary: Mapping[str, Any]) -> str:
 # --- serving: the ModelDeployment the demo applies once a champion exists ------------------------------
 
 
+def condition(status: Mapping[str, Any], type_: str) -> Mapping[str, Any]:
+    """The status condition of that type ({} when there is none)."""
+    return next((c for c in status.get("conditions") or [] if c.get("type") == type_), {})
+
+
 def ready_condition(status: Mapping[str, Any]) -> Mapping[str, Any]:
-    return next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
+    return condition(status, "Ready")
 
 
 def serving_ready(status: Mapping[str, Any], version: str | None = None) -> bool:
