@@ -154,11 +154,11 @@ class RayHead:
         for flag, port in ports.items():
             argv += [flag, str(port)]
         # Not set, measured (2026-12-03, bench_train --submit 2): RAY_enable_worker_prestart=1 with
-        # RAY_preload_python_modules=torch,transformers,peft,ray.train.torch. Every worker process then imports them,
-        # the job supervisor and the Train controller included (and torch, imported before Ray pins
-        # its threads, most likely runs the loop oversubscribed): model loading fell from 8-9.5 s to
-        # 1-2 s, but submit -> first step rose from 36-43 s to 64 s and the 3-epoch loop from 18-20 s
-        # to 85-89 s.
+        # RAY_preload_python_modules=torch,transformers,peft,ray.train.torch. Every worker process
+        # then imports them, the job supervisor and the Train controller included (and torch, imported
+        # before Ray pins its threads, most likely runs the loop oversubscribed): model loading fell
+        # from 8-9.5 s to 1-2 s, but submit -> first step rose from 36-43 s to 64 s and the 3-epoch
+        # loop from 18-20 s to 85-89 s.
         env = {**os.environ, **BASE_ENV}
         env.pop("RAY_ADDRESS", None)
         # Job entrypoints say `python ...`: make that this interpreter, as a cluster image would.
