@@ -15,7 +15,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export RAY_USAGE_STATS_ENABLED := 0
 export KUBE_VERSION
 
-.PHONY: help setup kube-apiserver helm argocd-health crds docs control-plane lint test test-unit test-api test-e2e bench bench-train bench-train-gpu bench-operator bench-serve bench-monitor demo base-model chart clean
+.PHONY: help setup kube-apiserver helm argocd-health crds docs control-plane lint test test-unit test-api test-e2e bench bench-train bench-train-gpu bench-operator bench-serve bench-monitor bench-retrain demo base-model chart clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -104,6 +104,9 @@ bench-serve: setup ## Ray Serve runtime: requests/s and p50/p99 with traffic log
 
 bench-monitor: setup ## A monitor check at 10k and 100k logged rows vs a bare Evidently call on the same frames
 	$(PY) bench/bench_monitor.py --out bench/results/monitor.json
+
+bench-retrain: setup ## The demo's retrain in one process over seeds: how Q2 (recovery on drifted invoices) spreads
+	$(PY) bench/retrain_spread.py --out bench/results/retrain-spread.json
 
 bench-operator: setup kube-apiserver ## Apply 100 and 500 FineTunes, alone and beside 50 ModelDeployments + 20 monitors: apply->RayJob latency, CPU, RSS; idle cost
 	$(PY) bench/bench_operator.py --mixed --idle
