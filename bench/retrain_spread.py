@@ -1,16 +1,17 @@
 """Benchmark: how much the demo's retrain recovers (Q2), and how that spreads over seeds, without the demo.
 
-`make demo` retrains the champion on the invoices plus the drifted traffic a person labelled, and
-expects the new version's field F1 on new drifted invoices (Q2) to reach Q1 + 0.9 (Q0 - Q1). One demo
-run takes ~10 minutes, so measuring how Q2 spreads that way is slow. This models the retrain in one
-process on the same data and settings: the demo's dataset (400 invoices, 12 repeated rows), the first
-`--drifted` drifted requests with three of four labelled (as `demo_loop.send` labels them) plus
-`--in-dist` labelled in-distribution requests as the feedback, prepared by the job's own
-`datasets.prepare` (PII scrub, dedupe, the frozen 15% split), then the demo FineTune's LoRA settings
-(rank 16, all projections, lr 3e-3, 6 epochs, batch 8 per rank) with 2-rank DDP emulated exactly
-(each rank's shard from `training.shard_indices`, gradients averaged). `--weight W` repeats the feedback
-examples of the training split W times (the held-out split keeps each once). Each trial reports Q2 on
-the demo's 40 recovery invoices, in-distribution F1 on 40 unseen invoices, and F1 on the held-out split.
+`make demo` retrains the champion on the invoices plus the drifted traffic a person labelled, and expects
+the new version's field F1 on new drifted invoices (Q2) to reach Q1 + 0.9 (Q0 - Q1). One demo run takes ~10
+minutes, so measuring how Q2 spreads that way is slow. This models the retrain in one process on the same
+data and settings: the demo's dataset (400 invoices, 12 repeated rows), the first `--drifted` drifted
+requests with three of four labelled (as `demo_loop.send` labels them) plus `--in-dist` labelled
+in-distribution requests as the feedback, prepared by the job's own `datasets.prepare` (PII scrub, dedupe,
+the frozen 15% split), then the demo FineTune's LoRA settings (read from
+examples/demo/01-invoices-lora.yaml: rank 16, all projections, lr 3e-3, 6 epochs, batch 8 per rank) with
+2-rank DDP emulated exactly (each rank's shard from `training.shard_indices`, gradients averaged). `--weight
+W` repeats the feedback examples of the training split W times (the held-out split keeps each once). Each
+trial reports Q2 on the demo's 40 recovery invoices, in-distribution F1 on 40 unseen invoices, and F1 on the
+held-out split.
 
     .venv/bin/python bench/retrain_spread.py [--seeds 1 2 3] [--weight 1] [--drifted 140] [--in-dist 20]
         [--out bench/results/retrain-spread.json]
@@ -35,58 +36,63 @@ import time
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from tuneloop.api.finetune import DatasetSpec
-from tuneloop.devenv import basemodel, tinymodel
+from tuneloop.devenv import basemodel, demo, demo_loop, tinymodel
 from tuneloop.jobs import datasets, evaluating, metrics, modeling, prompts, training
 
-# The demo's figures (devenv.demo and examples/demo/01-…): dataset, requests, and the FineTune's settings.
-DATASET_ROWS, DATASET_SEED, PII_EVERY, DUPLICATES, BURST_REQUESTS, LOOP_REQUESTS = 400, 2026, 8, 12, 20, 40
-DRIFT_MAX_REQUESTS, LABEL_EVERY = 300, 4
-LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-WORLD, BATCH, LR, MAX_LEN, MAX_NEW_TOKENS, WARMUP = 2, 8, 0.003, 320, 96, 0.05
+# The champion FineTune the demo retrains: its LoRA, training and dataset settings are read from it.
+MANIFEST = demo.MANIFEST_DIR / "01-invoices-lora.yaml"
 
 
 def feedback(drifted: int, in_dist: int) -> list[dict[str, str]]:
-    sent = tinymodel.drifted_invoice_examples(DRIFT_MAX_REQUESTS, seed=DATASET_SEED)[:drifted]
-    labelled = [r for i, r in enumerate(sent) if i % LABEL_EVERY != LABEL_EVERY - 1]
-    start = DATASET_ROWS + BURST_REQUESTS
-    return labelled + tinymodel.invoice_examples(LOOP_REQUESTS, seed=DATASET_SEED, start=start)[:in_dist]
+    """What `demo.close_the_loop` sends and labels: the drifted requests, three of four labelled, and the
+    labelled in-distribution requests before them."""
+    sent = tinymodel.drifted_invoice_examples(demo.DRIFT_MAX_REQUESTS, seed=demo.DATASET_SEED)[:drifted]
+    every = demo_loop.LABEL_EVERY
+    labelled = [r for i, r in enumerate(sent) if i % every != every - 1]
+    start = demo.DATASET_ROWS + demo.BURST_REQUESTS
+    return labelled + tinymodel.invoice_examples(demo.LOOP_REQUESTS, seed=demo.DATASET_SEED, start=start)[:in_dist]
 
 
-def trial(work: Path, model_dir: Path, fb: list[dict[str, str]], weight: int, epochs: int, seed: int) -> dict[str, Any]:
+def trial(work: Path, model_dir: Path, spec: dict[str, Any], fb: list[dict[str, str]], weight: int, epochs: int,
+          seed: int) -> dict[str, Any]:
     import torch
 
-    rows = tinymodel.invoice_examples(DATASET_ROWS, seed=DATASET_SEED, pii_every=PII_EVERY)
-    tinymodel.write_jsonl(work / "invoices.jsonl", rows + rows[:DUPLICATES])
+    lora, settings = spec["lora"], spec["training"]
+    invoices = demo.write_dataset(work / "invoices.jsonl")
+    data = DatasetSpec.model_validate({**spec["dataset"], "uri": f"file://{invoices}"})
     tinymodel.write_jsonl(work / "feedback.jsonl", fb)
-    spec = DatasetSpec.model_validate({"uri": f"file://{work / 'invoices.jsonl'}", "evalFraction": 0.15,
-                                       "splitSeed": "demo"})
-    datasets.prepare(spec, work / "prepared", [f"file://{work / 'feedback.jsonl'}"])
-    options = modeling.ModelOptions(str(model_dir), "lora", 16, 32, 0.0, LORA_TARGETS, "fp32", seed)
+    datasets.prepare(data, work / "prepared", [f"file://{work / 'feedback.jsonl'}"])
+    options = modeling.ModelOptions(str(model_dir), "lora", lora["rank"], lora["alpha"], lora["dropout"],
+                                    tuple(lora["targetModules"]), "fp32", seed)
+    world, batch, max_len = spec["resources"]["workers"], settings["batchSize"], settings["maxSeqLength"]
     torch.manual_seed(seed)
     tokenizer = modeling.load_tokenizer(model_dir)
     model = modeling.load_trainable(options, torch.device("cpu"))
     train_examples = datasets.read_prepared(work / "prepared" / "train.jsonl")
     fed = {r["prompt"] for r in fb}
     train_examples += [e for e in train_examples if e.prompt in fed] * (weight - 1)
-    train = training.encode_examples(tokenizer, train_examples, MAX_LEN, "instruction")
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=LR, weight_decay=0.0)
-    steps = math.ceil(math.ceil(len(train) / WORLD) / BATCH)
+    train = training.encode_examples(tokenizer, train_examples, max_len, "instruction")
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=settings["learningRate"],
+                                  weight_decay=0.0)
+    steps = math.ceil(math.ceil(len(train) / world) / batch)
     total = steps * epochs
-    warmup = int(total * WARMUP)
+    warmup = int(total * settings["warmupRatio"])
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda u: (u + 1) / (warmup + 1) if u < warmup else max(0.0, (total - u) / max(1, total - warmup)))
     started = time.perf_counter()
     model.train()
     for epoch in range(epochs):
-        shards = [training.shard_indices(len(train), WORLD, rank, epoch, seed) for rank in range(WORLD)]
+        shards = [training.shard_indices(len(train), world, rank, epoch, seed) for rank in range(world)]
         for step in range(steps):
             for shard in shards:  # DDP: each rank's mean loss, gradients averaged over the ranks
-                indices = shard[step * BATCH: (step + 1) * BATCH]
+                indices = shard[step * batch: (step + 1) * batch]
                 if indices:
-                    batch = training.collate([train[i] for i in indices], tokenizer.pad_token_id)
-                    loss_sum, n = training._loss_sum(model, batch, contextlib.nullcontext)
-                    (loss_sum / max(n, 1) / WORLD).backward()
+                    tensors = training.collate([train[i] for i in indices], tokenizer.pad_token_id)
+                    loss_sum, n = training._loss_sum(model, tensors, contextlib.nullcontext)
+                    (loss_sum / max(n, 1) / world).backward()
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
@@ -95,14 +101,16 @@ def trial(work: Path, model_dir: Path, fb: list[dict[str, str]], weight: int, ep
 
     def f1(records: list[dict[str, str]]) -> float:
         answers = evaluating.generate(model, tokenizer, [prompts.render_prompt(r["prompt"]) for r in records],
-                                      MAX_NEW_TOKENS, torch.device("cpu"))
+                                      spec["evaluation"]["maxNewTokens"], torch.device("cpu"))
         return round(sum(metrics.field_f1(a, r["completion"]) or 0.0 for a, r in zip(answers, records, strict=True))
                      / len(records), 4)
 
     held_out = [{"prompt": e.prompt, "completion": e.completion or ""}
                 for e in datasets.read_prepared(work / "prepared" / "held_out.jsonl")]
-    recovery = tinymodel.drifted_invoice_examples(LOOP_REQUESTS, seed=DATASET_SEED + 1, start=DRIFT_MAX_REQUESTS)
-    unseen = tinymodel.invoice_examples(LOOP_REQUESTS, seed=DATASET_SEED, start=DATASET_ROWS + BURST_REQUESTS + 100)
+    recovery = tinymodel.drifted_invoice_examples(demo.LOOP_REQUESTS, seed=demo.DATASET_SEED + 1,
+                                                  start=demo.DRIFT_MAX_REQUESTS)
+    unseen = tinymodel.invoice_examples(demo.LOOP_REQUESTS, seed=demo.DATASET_SEED,
+                                        start=demo.DATASET_ROWS + demo.BURST_REQUESTS + 100)
     return {"seed": seed, "train_rows": len(train), "train_seconds": round(train_seconds, 1),
             "q2": f1(recovery), "in_distribution_f1": f1(unseen), "held_out_f1": f1(held_out)}
 
@@ -113,7 +121,7 @@ def main() -> int:
     p.add_argument("--weight", type=int, default=1, help="times each feedback example is in the training split")
     p.add_argument("--drifted", type=int, default=140, help="drifted requests sent (three of four labelled)")
     p.add_argument("--in-dist", type=int, default=20, help="labelled in-distribution requests in the window")
-    p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--epochs", type=int, help="default: the demo FineTune's")
     p.add_argument("--out", type=Path, default=Path("bench/results/retrain-spread.json"))
     args = p.parse_args()
     import torch
@@ -121,15 +129,17 @@ def main() -> int:
     torch.set_num_threads(1)  # like a Ray Train worker with num_cpus=1
     model_dir = basemodel.ensure_base_model()
     fb = feedback(args.drifted, args.in_dist)
+    spec = yaml.safe_load(MANIFEST.read_text())["spec"]
+    epochs = args.epochs or spec["training"]["epochs"]
     trials = []
     for seed in args.seeds:
         with tempfile.TemporaryDirectory(prefix="retrain-spread-") as d:
-            trials.append(trial(Path(d), model_dir, fb, args.weight, args.epochs, seed))
+            trials.append(trial(Path(d), model_dir, spec, fb, args.weight, epochs, seed))
         print(json.dumps(trials[-1]), flush=True)
     q2 = [t["q2"] for t in trials]
     result = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
               "settings": {"weight": args.weight, "drifted": args.drifted, "in_dist": args.in_dist,
-                           "feedback_examples": len(fb), "epochs": args.epochs},
+                           "feedback_examples": len(fb), "epochs": epochs},
               "trials": trials, "q2_min": min(q2), "q2_mean": round(sum(q2) / len(q2), 4)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
