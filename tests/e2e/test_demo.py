@@ -112,6 +112,11 @@ def test_make_demo_runs_the_loop_to_its_summary(tmp_path: Path):
     retrain = lp["retrain"]
     assert retrain["addedExamples"] > 0 and retrain["datasetRows"] == 412 + retrain["addedExamples"], retrain
     assert retrain["datasetHash"] != data["hash"] and "re-scored on this held-out set" in retrain["gate"], retrain
+    # Which requests the retrain learned from is recorded, so a recovery miss can be replayed offline: every
+    # example of the operator's feedback file is a labelled request the demo sent, most of them drifted.
+    mix = retrain["feedbackMix"]
+    assert retrain["feedbackUri"].startswith("file://") and sum(mix.values()) == retrain["addedExamples"], retrain
+    assert mix["other"] == 0 and mix["drifted"] > mix["inDistribution"], retrain
     assert "Closed loop" in out and "Q2 drifted layout after the retrain" in out
 
 

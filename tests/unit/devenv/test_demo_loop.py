@@ -48,6 +48,33 @@ def test_check_loop(case: str) -> None:
             loop.check_loop(s)
 
 
+def test_a_recovery_miss_names_the_feedback_to_replay() -> None:
+    s = summary(answers("1", 1.0), answers("1", 0.5), answers("3", 0.9))
+    s["retrain"] = {"feedbackUri": "file:///w/traffic/feedback-sets/d/ab.jsonl",
+                    "feedbackMix": {"inDistribution": 20, "drifted": 105, "other": 0}}
+    with pytest.raises(ValueError, match=r"did not recover.*'drifted': 105.*file:///w/traffic/feedback-sets/d/ab"
+                                         r"\.jsonl.*retrain_spread\.py --feedback"):
+        loop.check_loop(s)
+    s["retrain"] = {}  # the file was not readable here: the miss is still reported
+    with pytest.raises(ValueError, match=r"did not recover: Q2 0.9 < Q1 \+ 0.9\(Q0 - Q1\) = 0.9500$"):
+        loop.check_loop(s)
+
+
+MIX_CASES = {
+    # feedback prompts -> mix
+    "both phases": (["a1", "d1", "d2"], {"inDistribution": 1, "drifted": 2, "other": 0}),
+    "a prompt no phase sent": (["d1", "scrubbed <EMAIL>"], {"inDistribution": 0, "drifted": 1, "other": 1}),
+    "no feedback": ([], {"inDistribution": 0, "drifted": 0, "other": 0}),
+}
+
+
+@pytest.mark.parametrize("case", list(MIX_CASES), ids=list(MIX_CASES))
+def test_feedback_mix(case: str) -> None:
+    prompts, mix = MIX_CASES[case]
+    phases = {"inDistribution": [{"prompt": "a1"}, {"prompt": "a2"}], "drifted": [{"prompt": "d1"}, {"prompt": "d2"}]}
+    assert loop.feedback_mix([{"prompt": p, "completion": "{}"} for p in prompts], phases) == mix
+
+
 def test_a_failed_request_breaks_the_promise() -> None:
     s = summary(answers("1", 0.97), answers("1", 0.5) + answers("1", None, status=502), answers("3", 0.96))
     assert s["failures"] == 1 and s["requests"] == {"inDistribution": 1, "drifted": 2, "recovery": 1}

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -383,8 +384,8 @@ def close_the_loop(cluster: Cluster, runs: RunReader, view: views.View, endpoint
     through the gate to champion, its rollout, and drifted traffic again (see devenv.demo_loop)."""
     start = DATASET_ROWS + BURST_REQUESTS
     view.step(f"closed loop: {LOOP_REQUESTS} in-distribution invoices, 3 of 4 labelled by a person")
-    in_dist = loop.send(endpoint, tinymodel.invoice_examples(LOOP_REQUESTS, seed=DATASET_SEED, start=start), True,
-                        BURST_MAX_TOKENS, BURST_TIMEOUT_SECONDS)
+    in_dist_records = tinymodel.invoice_examples(LOOP_REQUESTS, seed=DATASET_SEED, start=start)
+    in_dist = loop.send(endpoint, in_dist_records, True, BURST_MAX_TOKENS, BURST_TIMEOUT_SECONDS)
     view.step(f"in-distribution: field_f1 {loop.quality(in_dist, version)} (Q0) over {len(in_dist)} answers")
     before = wait_monitor(cluster, view, time.time(), MONITOR_WAIT_SECONDS)
     if before.get("retrainInFlight"):
@@ -404,16 +405,19 @@ def close_the_loop(cluster: Cluster, runs: RunReader, view: views.View, endpoint
             return True
         return False
 
-    drifted = loop.send(endpoint, tinymodel.drifted_invoice_examples(DRIFT_MAX_REQUESTS, seed=DATASET_SEED), True,
-                        BURST_MAX_TOKENS, BURST_TIMEOUT_SECONDS, retrain_asked)
+    drifted_records = tinymodel.drifted_invoice_examples(DRIFT_MAX_REQUESTS, seed=DATASET_SEED)
+    drifted = loop.send(endpoint, drifted_records, True, BURST_MAX_TOKENS, BURST_TIMEOUT_SECONDS, retrain_asked)
     if not asked:
         raise DemoFailed(f"{DEPLOYMENT} never asked for a retrain over {len(drifted)} drifted requests: "
                          f"{loop.monitor_line(cluster.get(DEPLOYMENT, constants.DEPLOYMENT_PLURAL) or {})}")
     rid = asked["retrainInFlight"]
     record = next((r for r in asked.get("retrainHistory") or [] if r.get("id") == rid), {})
     added = record.get("addedData") or {}
-    view.step(f"retrain {rid} requested on FineTune {CHAMPION} with {added.get('examples', 0)} feedback examples: "
-              f"{record.get('reason', '')}")
+    examples = read_feedback(str(added.get("uri") or ""))
+    mix = None if examples is None else loop.feedback_mix(
+        examples, {"inDistribution": in_dist_records, "drifted": drifted_records[:len(drifted)]})
+    view.step(f"retrain {rid} requested on FineTune {CHAMPION} with {added.get('examples', 0)} feedback examples "
+              f"({mix or 'file not readable here'}): {record.get('reason', '')}")
     retrain_started = time.monotonic()
     deadline = time.monotonic() + timeout_seconds
     while ((cluster.get(CHAMPION) or {}).get("status") or {}).get("handledRetrainRequest") != rid:
@@ -446,9 +450,21 @@ def close_the_loop(cluster: Cluster, runs: RunReader, view: views.View, endpoint
          "driftedColumns": last_asked.get("driftedColumns", []), "reportUri": last_asked.get("reportUri"),
          "retrainsRequested": len(final.get("retrainHistory") or [])},
         {"request": rid, "reason": record.get("reason"), "addedExamples": added.get("examples"),
+         "feedbackUri": added.get("uri"), "feedbackMix": mix,
          "datasetRows": retrained["dataset"]["rows"], "datasetHash": retrained["dataset"]["hash"],
          "version": new_version, "gate": retrained["gate"]["why"], "seconds": round(retrain_seconds, 1),
          "gpuHours": retrained["cost"]["gpuHours"], "stageSeconds": retrained["stageSeconds"]})
+
+
+def read_feedback(uri: str) -> list[dict[str, Any]] | None:
+    """The examples of a feedback file the operator wrote on this machine (file://); None when not readable
+    (another filesystem, as with --cluster=current and a remote traffic folder)."""
+    if not uri.startswith("file://"):
+        return None
+    try:
+        return [json.loads(line) for line in Path(uri[len("file://"):]).read_text().splitlines() if line.strip()]
+    except (OSError, ValueError):
+        return None
 
 
 def check_serving(serving: Mapping[str, Any], champion_version: str) -> None:

@@ -18,7 +18,7 @@ import json
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,6 +73,18 @@ def summarize_loop(phases: Mapping[str, Sequence[LoopAnswer]], versions: Mapping
     }
 
 
+def feedback_mix(examples: Iterable[Mapping[str, Any]], phases: Mapping[str, Sequence[Mapping[str, str]]]
+                 ) -> dict[str, int]:
+    """Where the retrain's feedback examples came from: how many have the prompt of a request sent in each
+    phase (by phase name), and `other` for those matching none. A recovery miss is only reproducible with
+    the window it trained on, and the window is set by request speed (its last N seconds), not by the demo."""
+    prompts = {r["prompt"]: name for name, records in phases.items() for r in records}
+    mix = dict.fromkeys([*phases, "other"], 0)
+    for example in examples:
+        mix[prompts.get(str(example.get("prompt")), "other")] += 1
+    return mix
+
+
 def check_loop(loop: Mapping[str, Any]) -> None:
     """The closed loop's promise; ValueError naming what broke."""
     q0, q1, q2 = loop["q0"], loop["q1"], loop["q2"]
@@ -85,7 +97,11 @@ def check_loop(loop: Mapping[str, Any]) -> None:
     if q0 - q1 < MIN_DROP:
         raise ValueError(f"the drift did not hurt enough to prove anything: Q0 {q0} - Q1 {q1} < {MIN_DROP}")
     if q2 < recovery_target(q0, q1) - 1e-9:
-        raise ValueError(f"quality did not recover: Q2 {q2} < Q1 + 0.9(Q0 - Q1) = {recovery_target(q0, q1):.4f}")
+        retrain = loop.get("retrain") or {}
+        replay = (f"; the retrain added {retrain.get('feedbackMix')} feedback examples from {retrain['feedbackUri']} "
+                  f"(replay them: bench/retrain_spread.py --feedback PATH)" if retrain.get("feedbackUri") else "")
+        raise ValueError(f"quality did not recover: Q2 {q2} < Q1 + 0.9(Q0 - Q1) = {recovery_target(q0, q1):.4f}"
+                         f"{replay}")
 
 
 # --- talking to the endpoint ------------------------------------------------------------------------

@@ -207,6 +207,8 @@ def print_loop(console: Console, lp: Mapping[str, Any]) -> None:
     console.print(f"  retrain {r['request']}: {r['addedExamples']} feedback examples added "
                   f"({r['datasetRows']} rows, dataset {str(r['datasetHash'])[:12]}), version {r['version']} in "
                   f"{r['seconds']:.0f}s, {r['gpuHours']:.3f} GPU-hours — {r['gate']}", markup=False)
+    if r.get("feedbackUri"):
+        console.print(f"  its feedback by phase: {r.get('feedbackMix') or '-'} in {r['feedbackUri']}", markup=False)
     if m.get("reportUri"):
         console.print(f"  Evidently report: {m['reportUri']}", markup=False)
 
