@@ -14,7 +14,11 @@ trial reports Q2 on the demo's 40 recovery invoices, in-distribution F1 on 40 un
 held-out split.
 
     .venv/bin/python bench/retrain_spread.py [--seeds 1 2 3] [--weight 1] [--drifted 140] [--in-dist 20]
-        [--out bench/results/retrain-spread.json]
+        [--feedback FILE] [--out bench/results/retrain-spread.json]
+
+`--feedback FILE` replays the window a demo run really retrained on: the operator's feedback file, which the
+demo's summary names (retrain.feedbackUri, with how many examples came from each phase) and a failed run's
+workdir keeps.
 
 Measured on a 2-core machine (~2.5-3 min per trial, one torch thread): drifted 140 + in-dist 20, weight 1,
 seeds 7/1/2/3/4: Q2 1.000 / 0.975 / 1.000 / 0.970 / 0.995; weight 2, seeds 1-4: 1.000 / 1.000 / 1.000 / 0.995,
@@ -121,6 +125,8 @@ def main() -> int:
     p.add_argument("--weight", type=int, default=1, help="times each feedback example is in the training split")
     p.add_argument("--drifted", type=int, default=140, help="drifted requests sent (three of four labelled)")
     p.add_argument("--in-dist", type=int, default=20, help="labelled in-distribution requests in the window")
+    p.add_argument("--feedback", type=Path, help="replay a demo run's feedback file (its summary's "
+                   "retrain.feedbackUri, kept in the workdir of a failed run) instead of --drifted/--in-dist")
     p.add_argument("--epochs", type=int, help="default: the demo FineTune's")
     p.add_argument("--out", type=Path, default=Path("bench/results/retrain-spread.json"))
     args = p.parse_args()
@@ -128,7 +134,11 @@ def main() -> int:
 
     torch.set_num_threads(1)  # like a Ray Train worker with num_cpus=1
     model_dir = basemodel.ensure_base_model()
-    fb = feedback(args.drifted, args.in_dist)
+    if args.feedback:
+        lines = [line for line in args.feedback.read_text().splitlines() if line.strip()]
+        fb = [{"prompt": e["prompt"], "completion": e["completion"]} for e in map(json.loads, lines)]
+    else:
+        fb = feedback(args.drifted, args.in_dist)
     spec = yaml.safe_load(MANIFEST.read_text())["spec"]
     epochs = args.epochs or spec["training"]["epochs"]
     trials = []
@@ -138,7 +148,9 @@ def main() -> int:
         print(json.dumps(trials[-1]), flush=True)
     q2 = [t["q2"] for t in trials]
     result = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-              "settings": {"weight": args.weight, "drifted": args.drifted, "in_dist": args.in_dist,
+              "settings": {"weight": args.weight, "feedback_file": str(args.feedback) if args.feedback else None,
+                           "drifted": None if args.feedback else args.drifted,
+                           "in_dist": None if args.feedback else args.in_dist,
                            "feedback_examples": len(fb), "epochs": epochs},
               "trials": trials, "q2_min": min(q2), "q2_mean": round(sum(q2) / len(q2), 4)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
