@@ -82,10 +82,8 @@ def trial(work: Path, model_dir: Path, spec: dict[str, Any], fb: list[dict[str, 
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=settings["learningRate"],
                                   weight_decay=0.0)
     steps = math.ceil(math.ceil(len(train) / world) / batch)
-    total = steps * epochs
-    warmup = int(total * settings["warmupRatio"])
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda u: (u + 1) / (warmup + 1) if u < warmup else max(0.0, (total - u) / max(1, total - warmup)))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, training.lr_schedule(steps * epochs,
+                                                                                  settings["warmupRatio"]))
     started = time.perf_counter()
     model.train()
     for epoch in range(epochs):

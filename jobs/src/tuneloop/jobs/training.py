@@ -28,6 +28,7 @@ import random
 import resource
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -154,6 +155,19 @@ def shard_indices(n: int, world: int, rank: int, epoch: int, seed: int) -> list[
     return padded[rank::world]
 
 
+def lr_schedule(total_updates: int, warmup_ratio: float) -> Callable[[int], float]:
+    """The learning rate's factor at each optimizer update: a linear warmup over `warmup_ratio` of the
+    updates, then a linear decay to 0 at the last."""
+    warmup = int(total_updates * warmup_ratio)
+
+    def factor(update: int) -> float:
+        if update < warmup:
+            return (update + 1) / (warmup + 1)
+        return max(0.0, (total_updates - update) / max(1, total_updates - warmup))
+
+    return factor
+
+
 def _sum_across_ranks(values: list[float], device: Any) -> list[float]:
     import torch
     import torch.distributed as dist
@@ -264,14 +278,7 @@ def train_loop_per_worker(config_dict: dict[str, Any]) -> None:
     steps_per_epoch = math.ceil(math.ceil(len(train) / world) / cfg.batch_size)
     updates_per_epoch = math.ceil(steps_per_epoch / cfg.gradient_accumulation_steps)
     total_updates = max(1, updates_per_epoch * cfg.epochs)
-    warmup = int(total_updates * cfg.warmup_ratio)
-
-    def lr_factor(update: int) -> float:
-        if update < warmup:
-            return (update + 1) / (warmup + 1)
-        return max(0.0, (total_updates - update) / max(1, total_updates - warmup))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_schedule(total_updates, cfg.warmup_ratio))
 
     start_epoch, history, resumed_from, resumed_at = 0, [], None, 0
     checkpoint = ray.train.get_checkpoint()
