@@ -87,6 +87,30 @@ def test_a_windows_labelled_feedback_is_written_once_as_training_examples(tmp_pa
     json.dumps(answer)
 
 
+def test_a_healthy_windows_feedback_is_not_written(tmp_path: Path) -> None:
+    """Only a window below the operator's highest breach bar can trigger a retrain, so only its feedback is
+    kept: a deployment checked every 10 s would otherwise write thousands of files a day nobody reads."""
+    log_window(tmp_path / "log", 120, traffic.DRIFTED_TEMPLATE)
+    rows = traffic.rows(120, seed=5, template=traffic.DRIFTED_TEMPLATE)
+    log = traffic_log.TrafficLogger(f"file://{tmp_path / 'log'}", "ns.md", batch_size=64,
+                                    flush_interval_seconds=3600, start=False)
+    for i in range(0, 60, 2):
+        log.log(traffic_log.TrafficRecord(kind="feedback", request_id=f"r{i}", time=START + timedelta(seconds=200 + i),
+                                          label=rows[i]["completion"]))
+    log.close()
+    folder = tmp_path / "feedback-sets"
+    ask = {**request(tmp_path / "log", write_reference(tmp_path / "ref.jsonl")), "feedback_uri": f"file://{folder}"}
+    healthy = runner.run_check({**ask, "feedback_below": 0.6})
+    assert healthy["quality"] == 1.0 and healthy["feedback"] is None and not folder.exists(), healthy
+    breaching = runner.run_check({**ask, "feedback_below": 1.01})  # the same window under a higher bar
+    assert breaching["feedback"]["examples"] == 30 and len(list((folder / "ns.md").iterdir())) == 1, breaching
+
+
+def test_could_retrain() -> None:
+    assert runner.could_retrain(0.5, 0.9) and runner.could_retrain(None, None) and runner.could_retrain(1.0, None)
+    assert not runner.could_retrain(0.9, 0.9) and not runner.could_retrain(None, 0.9)  # unmeasured: no breach
+
+
 def test_no_labels_no_feedback_file(tmp_path: Path) -> None:
     log_window(tmp_path / "log", 120, traffic.DRIFTED_TEMPLATE)
     ask = {**request(tmp_path / "log", write_reference(tmp_path / "ref.jsonl")),

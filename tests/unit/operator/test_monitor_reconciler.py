@@ -333,6 +333,8 @@ async def test_the_breaching_windows_feedback_goes_with_the_request_as_added_dat
     assert kube.ft["metadata"]["annotations"][constants.ANNOTATION_RETRAIN_DATA] == f"{rid}: {FEEDBACK['uri']}"
     assert kube.annotations == [("ft", rid)]  # the request last, after reason and data (the fake checks order)
     assert check.requests[0]["feedback_uri"] == f"file://{OperatorSettings().storage_root}/traffic/ns/feedback-sets"
+    quality = md_body()["spec"]["monitoring"]["quality"]  # feedback only from a window that could breach
+    assert check.requests[0]["feedback_below"] == pytest.approx(quality["minimum"] + 0.02)  # default recoveryMargin
 
 
 @sync

@@ -18,7 +18,8 @@ Request keys: `traffic_uri`, `deployment` (the Serve application name the log is
 `experiment` to log the summary and the Evidently HTML report as a run, and `feedback_uri` (a folder,
 `file://` or `s3://`) to write the window's labelled feedback there as training examples for a retrain
 (`feedback.build_feedback_set`, deduplicated against the reference); the answer then names the file
-(`<feedback_uri>/<deployment>/<hash>.jsonl`, so the same examples are one file), its hash and count.
+(`<feedback_uri>/<deployment>/<hash>.jsonl`, so the same examples are one file), its hash and count —
+only for a window whose quality is below `feedback_below` when that is given (`could_retrain`).
 """
 
 from __future__ import annotations
@@ -84,7 +85,8 @@ def run_check(request: dict[str, Any]) -> dict[str, Any]:
             return _failure(ERROR_REGISTRY, f"logging the check to {request.get('tracking_uri')}: {e}")
         return _failure(ERROR_CHECK, f"{type(e).__name__}: {e}")
     added = None
-    if request.get("feedback_uri"):
+    measured = summary.quality.value if summary.quality is not None else None
+    if request.get("feedback_uri") and could_retrain(measured, request.get("feedback_below")):
         try:
             added = write_feedback(current, ref, request["feedback_uri"], request["deployment"])
         except Exception as e:  # the figures stand; a retrain then goes without the feedback
@@ -101,6 +103,17 @@ def run_check(request: dict[str, Any]) -> dict[str, Any]:
         "report_uri": report_uri,
         "verdict": summary.verdict,
     }
+
+
+def could_retrain(quality: float | None, below: float | None) -> bool:
+    """Whether a retrain could take this window's feedback: only a breaching window triggers one, and a window
+    breaches only when its quality was measured below the operator's highest bar (`feedback_below`: the
+    minimum plus the recovery margin). Without that bar, every window's feedback is written. Healthy windows
+    write nothing: at a 10 s interval that would be thousands of files a day that no retrain reads, and
+    building one scrubs and deduplicates the whole window in the operator's process."""
+    if below is None:
+        return True
+    return quality is not None and quality < below
 
 
 def write_feedback(window: Any, ref: Any, folder: str, deployment: str) -> dict[str, Any] | None:

@@ -162,6 +162,8 @@ class MonitorReconciler:
         return {
             # Where a window's labelled feedback becomes training examples for the retrain it may trigger.
             "feedback_uri": f"{traffic.rstrip('/')}/feedback-sets" if retraining_on else None,
+            # Only a window below the highest bar a breach can use (minimum + margin) can trigger a retrain.
+            "feedback_below": m.quality.minimum + m.quality.recovery_margin,
             "traffic_uri": traffic, "deployment": serveconfig.app_name(namespace, name),
             "since": (now - timedelta(seconds=m.window_seconds)).isoformat(), "reference": ref,
             "config": {"min_samples": m.min_samples, "drift_columns": list(m.drift.columns),
