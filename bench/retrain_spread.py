@@ -62,11 +62,9 @@ MANIFEST = demo.MANIFEST_DIR / "01-invoices-lora.yaml"
 def feedback(drifted: int, in_dist: int) -> list[dict[str, str]]:
     """What `demo.close_the_loop` sends and labels: the drifted requests, three of four labelled, and the
     labelled in-distribution requests before them."""
-    sent = tinymodel.drifted_invoice_examples(demo.DRIFT_MAX_REQUESTS, seed=demo.DATASET_SEED)[:drifted]
-    every = demo_loop.LABEL_EVERY
-    labelled = [r for i, r in enumerate(sent) if i % every != every - 1]
-    start = demo.DATASET_ROWS + demo.BURST_REQUESTS
-    return labelled + tinymodel.invoice_examples(demo.LOOP_REQUESTS, seed=demo.DATASET_SEED, start=start)[:in_dist]
+    invoices, every = demo.loop_invoices(), demo_loop.LABEL_EVERY
+    labelled = [r for i, r in enumerate(invoices["drifted"][:drifted]) if i % every != every - 1]
+    return labelled + invoices["inDistribution"][:in_dist]
 
 
 def trial(work: Path, model_dir: Path, spec: dict[str, Any], fb: list[dict[str, str]], weight: int, epochs: int,
@@ -123,8 +121,7 @@ def trial(work: Path, model_dir: Path, spec: dict[str, Any], fb: list[dict[str, 
 
     held_out = [{"prompt": e.prompt, "completion": e.completion or ""}
                 for e in datasets.read_prepared(work / "prepared" / "held_out.jsonl")]
-    recovery = tinymodel.drifted_invoice_examples(demo.LOOP_REQUESTS, seed=demo.DATASET_SEED + 1,
-                                                  start=demo.DRIFT_MAX_REQUESTS)
+    recovery = demo.loop_invoices()["recovery"]
     unseen = tinymodel.invoice_examples(demo.LOOP_REQUESTS, seed=demo.DATASET_SEED,
                                         start=demo.DATASET_ROWS + demo.BURST_REQUESTS + 100)
     return {"seed": seed, "train_rows": len(train), "train_seconds": round(train_seconds, 1),
@@ -148,11 +145,10 @@ def main() -> int:
 
     torch.set_num_threads(1)  # like a Ray Train worker with num_cpus=1
     model_dir = basemodel.ensure_base_model()
-    if args.feedback:
-        lines = [line for line in args.feedback.read_text().splitlines() if line.strip()]
-        fb = [{"prompt": e["prompt"], "completion": e["completion"]} for e in map(json.loads, lines)]
-    else:
-        fb = feedback(args.drifted, args.in_dist)
+    replayed = demo.read_feedback(f"file://{args.feedback.resolve()}") if args.feedback else None
+    if args.feedback and replayed is None:
+        p.error(f"--feedback {args.feedback}: not a readable JSONL file")
+    fb = replayed if replayed is not None else feedback(args.drifted, args.in_dist)
     spec = yaml.safe_load(MANIFEST.read_text())["spec"]
     if args.lr:
         spec["training"]["learningRate"] = args.lr

@@ -378,14 +378,24 @@ def _epoch(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
+def loop_invoices() -> dict[str, list[dict[str, str]]]:
+    """The closed loop's invoices by phase: in-distribution ones after the dataset's and the burst's, the
+    drifted layout (sent until the monitor asks for a retrain), and new drifted ones for the recovery."""
+    return {
+        "inDistribution": tinymodel.invoice_examples(LOOP_REQUESTS, seed=DATASET_SEED,
+                                                     start=DATASET_ROWS + BURST_REQUESTS),
+        "drifted": tinymodel.drifted_invoice_examples(DRIFT_MAX_REQUESTS, seed=DATASET_SEED),
+        "recovery": tinymodel.drifted_invoice_examples(LOOP_REQUESTS, seed=DATASET_SEED + 1, start=DRIFT_MAX_REQUESTS),
+    }
+
+
 def close_the_loop(cluster: Cluster, runs: RunReader, view: views.View, endpoint: str, version: str,
                    timelines: dict[str, dp.Timeline], timeout_seconds: float) -> dict[str, Any]:
     """In-distribution traffic, then the drifted layout until the monitor asks for a retrain, the retrain
     through the gate to champion, its rollout, and drifted traffic again (see devenv.demo_loop)."""
-    start = DATASET_ROWS + BURST_REQUESTS
+    invoices = loop_invoices()
     view.step(f"closed loop: {LOOP_REQUESTS} in-distribution invoices, 3 of 4 labelled by a person")
-    in_dist_records = tinymodel.invoice_examples(LOOP_REQUESTS, seed=DATASET_SEED, start=start)
-    in_dist = loop.send(endpoint, in_dist_records, True, BURST_MAX_TOKENS, BURST_TIMEOUT_SECONDS)
+    in_dist = loop.send(endpoint, invoices["inDistribution"], True, BURST_MAX_TOKENS, BURST_TIMEOUT_SECONDS)
     view.step(f"in-distribution: field_f1 {loop.quality(in_dist, version)} (Q0) over {len(in_dist)} answers")
     before = wait_monitor(cluster, view, time.time(), MONITOR_WAIT_SECONDS)
     if before.get("retrainInFlight"):
@@ -405,8 +415,8 @@ def close_the_loop(cluster: Cluster, runs: RunReader, view: views.View, endpoint
             return True
         return False
 
-    drifted_records = tinymodel.drifted_invoice_examples(DRIFT_MAX_REQUESTS, seed=DATASET_SEED)
-    drifted = loop.send(endpoint, drifted_records, True, BURST_MAX_TOKENS, BURST_TIMEOUT_SECONDS, retrain_asked)
+    drifted = loop.send(endpoint, invoices["drifted"], True, BURST_MAX_TOKENS, BURST_TIMEOUT_SECONDS,
+                        retrain_asked)
     if not asked:
         raise DemoFailed(f"{DEPLOYMENT} never asked for a retrain over {len(drifted)} drifted requests: "
                          f"{loop.monitor_line(cluster.get(DEPLOYMENT, constants.DEPLOYMENT_PLURAL) or {})}")
@@ -415,7 +425,7 @@ def close_the_loop(cluster: Cluster, runs: RunReader, view: views.View, endpoint
     added = record.get("addedData") or {}
     examples = read_feedback(str(added.get("uri") or ""))
     mix = None if examples is None else loop.feedback_mix(
-        examples, {"inDistribution": in_dist_records, "drifted": drifted_records[:len(drifted)]})
+        examples, {"inDistribution": invoices["inDistribution"], "drifted": invoices["drifted"][:len(drifted)]})
     view.step(f"retrain {rid} requested on FineTune {CHAMPION} with {added.get('examples', 0)} feedback examples "
               f"({mix or 'file not readable here'}): {record.get('reason', '')}")
     retrain_started = time.monotonic()
@@ -434,9 +444,7 @@ def close_the_loop(cluster: Cluster, runs: RunReader, view: views.View, endpoint
     view.step(f"retrain registered version {new_version} and took champion: {retrained['gate']['why']}")
     status = wait_serving(cluster, view, new_version, SERVING_TIMEOUT_SECONDS)
     retrain_seconds = time.monotonic() - retrain_started
-    recovery = loop.send(endpoint, tinymodel.drifted_invoice_examples(LOOP_REQUESTS, seed=DATASET_SEED + 1,
-                                                                      start=DRIFT_MAX_REQUESTS),
-                         False, BURST_MAX_TOKENS, BURST_TIMEOUT_SECONDS)
+    recovery = loop.send(endpoint, invoices["recovery"], False, BURST_MAX_TOKENS, BURST_TIMEOUT_SECONDS)
     view.step(f"recovery: field_f1 {loop.quality(recovery, new_version)} (Q2) on new drifted invoices, "
               f"served by version {new_version}")
     final = (cluster.get(DEPLOYMENT, constants.DEPLOYMENT_PLURAL) or {}).get("status") or status
