@@ -111,3 +111,12 @@ def test_an_insufficient_window_still_counts_as_a_check_that_ran() -> None:
     v = mv.decide_monitor_verdict(w(drift_share=None, quality=None, samples=3, insufficient=True), SPEC, [], 0, NOW)
     stale = c.get_condition(v.conditions, c.MONITOR_STALE)
     assert stale is not None and stale.status == "False"
+
+
+def test_no_window_at_or_over_the_highest_breach_bar_breaches() -> None:
+    """The bar the monitor writes feedback sets under: nothing at it breaches, whatever the conditions."""
+    bar = mv.highest_breach_bar(SPEC.quality)
+    assert bar == pytest.approx(0.65)
+    for before in (conds(), conds(quality="False"), conds(quality="True")):
+        assert mv.decide_monitor_verdict(w(quality=bar), SPEC, before, 2, NOW).breach is False
+    assert mv.decide_monitor_verdict(w(quality=bar - 0.01), SPEC, conds(quality="True"), 2, NOW).breach is True

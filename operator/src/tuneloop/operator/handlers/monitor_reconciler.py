@@ -38,6 +38,7 @@ from tuneloop.operator.logic.monitor_verdict import (
     Window,
     decide_monitor_failure,
     decide_monitor_verdict,
+    highest_breach_bar,
 )
 from tuneloop.operator.metrics import Metrics
 from tuneloop.operator.settings import OperatorSettings
@@ -162,8 +163,7 @@ class MonitorReconciler:
         return {
             # Where a window's labelled feedback becomes training examples for the retrain it may trigger.
             "feedback_uri": f"{traffic.rstrip('/')}/feedback-sets" if retraining_on else None,
-            # Only a window below the highest bar a breach can use (minimum + margin) can trigger a retrain.
-            "feedback_below": m.quality.minimum + m.quality.recovery_margin,
+            "feedback_below": highest_breach_bar(m.quality),  # only a window below it can trigger a retrain
             "traffic_uri": traffic, "deployment": serveconfig.app_name(namespace, name),
             "since": (now - timedelta(seconds=m.window_seconds)).isoformat(), "reference": ref,
             "config": {"min_samples": m.min_samples, "drift_columns": list(m.drift.columns),

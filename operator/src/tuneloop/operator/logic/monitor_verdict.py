@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from tuneloop.api import conditions as c
-from tuneloop.api.deployment import MonitoringSpec
+from tuneloop.api.deployment import MonitoringSpec, QualitySpec
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,17 @@ class MonitorVerdict:
     drift: bool | None  # None: not concluded on this window
     breach: bool | None
     flipped: tuple[str, ...]  # condition types whose status changed, or that appeared True (each an Event)
+
+
+def breach_bar(quality: QualitySpec, degraded: bool) -> float:
+    """A window breaches below this: the minimum, or minimum + recoveryMargin while QualityDegraded is True."""
+    return quality.minimum + quality.recovery_margin if degraded else quality.minimum
+
+
+def highest_breach_bar(quality: QualitySpec) -> float:
+    """No window at or over this can breach, so none can trigger a retrain (the monitor writes a window's
+    feedback set only below it)."""
+    return breach_bar(quality, degraded=True)
 
 
 def decide_monitor_verdict(window: Window, spec: MonitoringSpec, conditions: list[c.Condition],
@@ -77,7 +88,7 @@ def decide_monitor_verdict(window: Window, spec: MonitoringSpec, conditions: lis
                             f"{q.metric} could not be measured on the window (too little feedback)")
         else:
             was_degraded = before[c.QUALITY_DEGRADED] == "True"
-            bar = q.minimum + q.recovery_margin if was_degraded else q.minimum
+            bar = breach_bar(q, was_degraded)
             breach = window.quality < bar
             count = count + 1 if breach else 0
             if breach:
