@@ -440,7 +440,8 @@ def close_the_loop(cluster: Cluster, runs: RunReader, view: views.View, endpoint
     new_version = str(retrained["model"]["version"] or "")
     if retrained["phase"] != "Succeeded" or retrained["model"]["alias"] != "champion":
         raise DemoFailed(f"the retrain of {CHAMPION} ended {retrained['phase']} as {retrained['model']['alias']}: "
-                         f"{retrained['gate']['why']}")
+                         f"{retrained['gate']['why']}; it added {mix} feedback examples from {added.get('uri')} "
+                         "(replay them: bench/retrain_spread.py --feedback PATH)")
     view.step(f"retrain registered version {new_version} and took champion: {retrained['gate']['why']}")
     status = wait_serving(cluster, view, new_version, SERVING_TIMEOUT_SECONDS)
     retrain_seconds = time.monotonic() - retrain_started
