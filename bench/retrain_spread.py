@@ -28,6 +28,9 @@ A window the size of the demo's (120 drifted requests, 90 labelled, plus 30 labe
 with seeds 1-4 gave Q2 0.495 / 1.000 / 1.000 / 1.000: seed 1 under-fit (held-out F1 0.728, in-distribution 0.69),
 which the gate would refuse. At `--lr 0.002` seed 1 was no better (Q2 0.458, held-out 0.694); at `--epochs 8` it
 reached Q2 0.990, held-out 1.000. 173 drifted requests (160 examples): Q2 0.950-1.000 over seeds 1-4.
+A real failure replays too: a demo test whose retrain the gate refused (106 examples, 30 in-distribution and
+76 drifted; held-out F1 0.7863 against the re-scored champion's 0.8615) gave held-out 0.7863 here (Q2 0.6625),
+and at `--epochs 8` held-out 1.000, Q2 0.975.
 
 Measured on a 2-core machine (~2.5-3 min per trial, one torch thread): drifted 140 + in-dist 20, weight 1,
 seeds 7/1/2/3/4: Q2 1.000 / 0.975 / 1.000 / 0.970 / 0.995; weight 2, seeds 1-4: 1.000 / 1.000 / 1.000 / 0.995,
